@@ -1,0 +1,197 @@
+"""Edge: drain the outbox. Claim a job under a lease, pace, call Zoom, record, reschedule.
+
+Outcomes: 2xx done; 429 retry at Retry-After (30 s without one), not a failure; 5xx, timeouts and
+connection errors retry with exponential backoff and jitter (1 s doubling to 60 s) until the job's
+deadline, then dead; any other 4xx dead at once with Zoom's code and message.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+
+import requests
+
+from .errors import SecretError, StoreError
+from .logs import log
+from .plan import masked, unseal
+from .secrets import resolve_secret
+from .settings import Settings
+from .store.contract import Attempt, Job, Store
+from .zoom import Answer, TokenError, ZoomClient
+
+LEASE_SECONDS = 120        # longer than pacing wait + connect + read timeouts
+POLL_SECONDS = 0.5         # idle threads look for due retries this often
+RATE_LIMIT_DEFAULT = 30.0  # Zoom's advice when a 429 has no Retry-After
+BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
+PRUNE_EVERY = 3600.0
+
+SCOPE_HINT = ("the app lacks a scope: add meeting:update:livestream_status:admin and "
+              "meeting:update:livestream:admin (webinar:update:... for webinars), or meeting:write:admin")
+
+
+def backoff(failures: int, rng=random.random) -> float:
+    """Delay before retry number `failures` (1-based): ~1 s doubling to ~60 s, with +-20% jitter."""
+    base = min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, failures - 1))
+    return base * (0.8 + 0.4 * rng())
+
+
+class Dispatcher:
+    def __init__(self, store: Store, client: ZoomClient | None, settings: Settings, threads: int | None = None,
+                 clock=time.time, sleep=time.sleep):
+        self.store, self.client, self.settings = store, client, settings
+        self.threads = threads or settings.dispatch_threads
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.clock, self.sleep = clock, sleep
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._pruned_at = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store) -> "Dispatcher":
+        client = None if settings.dry_run else ZoomClient(
+            settings.api_url, settings.oauth_url, settings.account_id, settings.client_id, settings.client_secret)
+        return cls(store, client, settings)
+
+    # -- lifecycle
+    def start(self) -> None:
+        """Start the threads (in the process that will run them: after fork)."""
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"reactor-dispatch-{n}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self.wake(self.threads)
+        for thread in self._workers:
+            thread.join(timeout)
+
+    def wake(self, count: int = 1) -> None:
+        """Work was committed: wake idle threads now instead of at their next poll."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify(count)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._cond:
+                generation = self._generation
+            try:
+                worked = self.run_once()
+            except StoreError as exc:
+                log("dispatcher: the store is unavailable; retrying", 30, error=str(exc))
+                worked = False
+                self.sleep(1.0)
+            except Exception as exc:  # a dispatcher thread must never die
+                log("dispatcher: unexpected error", 40, error=repr(exc))
+                worked = False
+                self.sleep(1.0)
+            if not worked:
+                with self._cond:
+                    if self._generation == generation and not self._stopping.is_set():
+                        self._cond.wait(POLL_SECONDS)
+
+    # -- one job
+    def run_once(self) -> bool:
+        """Claim and run one due job; False when none was due."""
+        now = self.clock()
+        if now - self._pruned_at > PRUNE_EVERY:
+            self._pruned_at = now
+            self.store.prune(now - self.settings.history_days * 86400)
+        job = self.store.claim(self.owner, now, LEASE_SECONDS)
+        if job is None:
+            return False
+        self.run(job)
+        return True
+
+    def run(self, job: Job) -> None:
+        action = job.action
+        sent = {"method": action.method, "path": action.path, "body": masked(action.body)}
+        now = self.clock()
+        if now > job.deadline:
+            return self._finish(job, Attempt(now, "dead", message=(
+                "the event is older than REACTOR_ACTION_DEADLINE; a late event does not start or stop a "
+                "stream blindly (python -m reactor retry ID sends it anyway)"), sent=sent), "dead")
+        if self.store.superseded(job):
+            return self._finish(job, Attempt(now, "skipped", message=(
+                "a later event's action on this meeting already ran; this earlier one would undo it"), sent=sent),
+                "skipped")
+        if self.client is None:
+            return self._finish(job, Attempt(now, "done", message="dry run: not sent", sent=sent), "done")
+        try:
+            body = unseal(action.body, lambda ref: resolve_secret(ref, os.environ, self.settings.secret_key))
+        except SecretError as exc:
+            return self._finish(job, Attempt(now, "dead", message=f"secret unavailable: {exc}", sent=sent), "dead")
+
+        slot = self.store.reserve_slot(action.account or "-", self.settings.zoom_rate, self.clock())
+        wait = slot - self.clock()
+        if wait > 0:
+            self.sleep(wait)
+        started = self.clock()
+        try:
+            answer = self.client.call(action.method, action.path, body)
+        except TokenError as exc:
+            answer = None
+            failure = f"OAuth token: {exc}"
+            if not exc.retryable:
+                return self._finish(job, Attempt(started, "dead", message=failure, sent=sent), "dead")
+        except requests.RequestException as exc:
+            answer, failure = None, _network_failure(exc)
+        took = round((self.clock() - started) * 1000, 1)
+        if answer is not None:
+            return self._judge(job, answer, started, took, sent)
+        return self._retry(job, started, took, sent, failure, None, None)
+
+    def _judge(self, job: Job, answer: Answer, at: float, took: float, sent: dict) -> None:
+        if 200 <= answer.status < 300:
+            return self._finish(job, Attempt(at, "done", answer.status, message="ok", duration_ms=took, sent=sent),
+                                "done")
+        if answer.status == 429:
+            delay = answer.retry_after if answer.retry_after is not None else RATE_LIMIT_DEFAULT
+            due = at + delay
+            message = f"rate limited ({answer.message or 'too many requests'}); retry after {delay:.0f} s"
+            if due > job.deadline:
+                return self._finish(job, Attempt(at, "dead", 429, answer.code, message + ", past the deadline",
+                                                 duration_ms=took, sent=sent), "dead")
+            return self._finish(job, Attempt(at, "rate_limited", 429, answer.code, message, due, took, sent),
+                                "pending", due, failure=False)
+        if answer.status >= 500:
+            return self._retry(job, at, took, sent, f"Zoom answered {answer.status}: {answer.message}",
+                               answer.status, answer.code)
+        message = f"Zoom answered {answer.status}"
+        if answer.code is not None:
+            message += f" code {answer.code}"
+        message += f": {answer.message}" if answer.message else ""
+        if answer.code == 4700:
+            message += f" ({SCOPE_HINT})"
+        return self._finish(job, Attempt(at, "dead", answer.status, answer.code, message, duration_ms=took,
+                                         sent=sent), "dead")
+
+    def _retry(self, job: Job, at: float, took: float, sent: dict, message: str, status, code) -> None:
+        due = at + backoff(job.failures + 1)
+        if due > job.deadline:
+            return self._finish(job, Attempt(at, "dead", status, code, f"{message}; gave up at the deadline",
+                                             duration_ms=took, sent=sent), "dead")
+        return self._finish(job, Attempt(at, "retry", status, code, message, due, took, sent), "pending", due)
+
+    def _finish(self, job: Job, attempt: Attempt, status: str, due_at: float | None = None,
+                failure: bool | None = None) -> None:
+        counts_as_failure = attempt.outcome == "retry" if failure is None else failure
+        held = self.store.finish(job, self.owner, attempt, status, due_at, failure=counts_as_failure)
+        log("attempt", job=job.id, delivery=job.delivery_id, rule=job.action.rule, action=job.action.kind,
+            path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,
+            zoom_code=attempt.zoom_code, message=attempt.message, next_at=attempt.next_at,
+            ms=attempt.duration_ms, lease_lost=not held or None)
+
+
+def _network_failure(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return f"no answer from Zoom within the timeout ({type(exc).__name__})"
+    if isinstance(exc, requests.ConnectionError):
+        return f"cannot reach Zoom ({type(exc).__name__})"
+    return f"the call to Zoom failed ({type(exc).__name__})"

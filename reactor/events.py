@@ -1,0 +1,162 @@
+"""Pure: turn a verified body into an Event; field paths; the dedup key; the action target."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PayloadError
+
+MISSING = object()
+ENVELOPE_FIELDS = ("event", "event_ts", "payload", "download_token")
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a live-stream action acts on: a meeting or a webinar, by decimal id."""
+
+    kind: str  # "meetings" | "webinars"
+    id: str
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    ts_ms: int | None      # event_ts, ms since epoch, when Zoom sent a usable one
+    body: dict            # the whole parsed body
+    dedup_key: str
+
+    @property
+    def object(self) -> dict:
+        payload = self.body.get("payload")
+        obj = payload.get("object") if isinstance(payload, dict) else None
+        return obj if isinstance(obj, dict) else {}
+
+    @property
+    def account_id(self) -> str:
+        payload = self.body.get("payload")
+        value = payload.get("account_id") if isinstance(payload, dict) else None
+        return value if isinstance(value, str) else ""
+
+    @property
+    def target(self) -> Target | None:
+        """The meeting or webinar this event is about, or None when the event names none."""
+        kind = "webinars" if self.name.startswith("webinar.") else "meetings"
+        ident = decimal_id(self.object.get("id"))
+        return Target(kind, ident) if ident else None
+
+    def field(self, path: str) -> Any:
+        """The value at a dotted field path, or MISSING. See `resolve_path`."""
+        return resolve_path(self.body, path)
+
+
+def parse_body(raw: bytes) -> dict:
+    """Parse a verified body into a JSON object; raise PayloadError (400) when it is not one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError("the body is not UTF-8: Zoom sends JSON in UTF-8") from None
+    try:
+        body = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"the body is not valid JSON ({_short(exc)}): send a JSON object") from None
+    if not isinstance(body, dict):
+        raise PayloadError(f"the body is JSON {type(body).__name__}, not an object: send a JSON object")
+    if _depth(body) > MAX_DEPTH:
+        raise PayloadError(f"the body nests deeper than {MAX_DEPTH} levels: Zoom events are shallow")
+    return body
+
+
+def event_from_body(body: dict, raw: bytes) -> Event:
+    """An Event from a parsed body; raise PayloadError when `event` is not a non-empty string."""
+    name = body.get("event")
+    if not isinstance(name, str) or not name.strip():
+        raise PayloadError("the body has no 'event' string: this is not a Zoom event notification")
+    ts = body.get("event_ts")
+    ts_ms = ts if isinstance(ts, int) and not isinstance(ts, bool) and 0 < ts < 10**14 else None
+    return Event(name=name, ts_ms=ts_ms, body=body, dedup_key=dedup_key(name, body, raw))
+
+
+def dedup_key(name: str, body: dict, raw: bytes) -> str:
+    """Key under which a redelivery of the same event is recognised.
+
+    meeting/webinar started and ended happen once per meeting instance, so the event name plus
+    payload.object.uuid identify them even if Zoom re-serialises the body. Everything else is
+    identified by the raw body, which Zoom redelivers byte for byte.
+    """
+    payload = body.get("payload")
+    obj = payload.get("object") if isinstance(payload, dict) else None
+    uuid = obj.get("uuid") if isinstance(obj, dict) else None
+    if name.endswith((".started", ".ended")) and name.startswith(("meeting.", "webinar.")) \
+            and isinstance(uuid, str) and uuid:
+        return f"{name}:{uuid}"
+    return f"{name}:sha256:{hashlib.sha256(raw).hexdigest()}"
+
+
+def resolve_path(body: dict, path: str) -> Any:
+    """A dotted path: into payload.object, or from the root when it starts with payload. or an envelope field."""
+    parts = path.split(".")
+    if parts[0] in ENVELOPE_FIELDS:
+        node: Any = body
+    else:
+        payload = body.get("payload")
+        node = payload.get("object", MISSING) if isinstance(payload, dict) else MISSING
+    for part in parts:
+        if isinstance(node, dict):
+            node = node.get(part, MISSING)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return MISSING
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+def decimal_id(value: Any) -> str | None:
+    """A meeting id as a decimal string (never through float), or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        return str(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        return str(int(value))
+    return None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:120] if not isinstance(exc, RecursionError) else "nested too deeply"
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """Nesting depth, counted iteratively and capped at `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest >= limit:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+REDACTED = "<redacted>"
+SECRET_FIELDS = frozenset({"stream_key", "password", "passcode", "h323_password", "pstn_password",
+                           "encrypted_password", "token", "access_token", "download_token"})
+
+
+def redact(value: Any) -> Any:
+    """A copy of a body with secret-bearing fields (stream keys, passwords, tokens) replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED if k in SECRET_FIELDS and v not in (None, "") else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value

@@ -1,0 +1,49 @@
+"""gunicorn settings for `gunicorn -c python:reactor.gunicorn_conf 'reactor:create_app()'`.
+
+The app is created in each worker after fork (no preload), so no database connection or thread
+crosses a fork. The master validates settings and rules first, so a bad configuration stops
+start-up with one clear message, and SIGHUP re-validates them (see reactor.boot).
+"""
+import multiprocessing
+import os
+import sys
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", min(4, multiprocessing.cpu_count() * 2)))
+threads = int(os.environ.get("REACTOR_WEB_THREADS", "4"))
+worker_class = "gthread"
+preload_app = False
+timeout = 30                 # a worker silent this long is restarted
+graceful_timeout = 20        # below the PaaS's 30 s kill timeout (Heroku: SIGTERM then 30 s then SIGKILL)
+keepalive = 5
+accesslog = None             # reactor logs one JSON line per delivery itself
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
+
+
+def on_starting(server):
+    from reactor.boot import validate
+    from reactor.errors import ReactorError
+    from reactor.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        rules = validate(settings)
+    except ReactorError as exc:
+        sys.stderr.write(f"reactor cannot start: {exc}\n")
+        sys.stderr.flush()
+        os._exit(3)
+    for warning in rules.warnings:
+        sys.stderr.write(f"reactor rules warning: {warning}\n")
+
+
+def on_reload(server):
+    from reactor.boot import revalidate
+    from reactor.settings import Settings
+
+    problems = revalidate(Settings.from_env())
+    if problems:
+        server.log.error("reactor: the new rules are invalid; workers keep the previous rules:\n  %s",
+                         "\n  ".join(problems))
+    else:
+        server.log.warning("reactor: rules re-validated; restarting workers with them")

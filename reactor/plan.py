@@ -1,0 +1,105 @@
+"""Pure: from an event and the rules it matched, the Zoom calls to make, as plain values.
+
+A PlannedAction is all the dispatcher needs: it never looks at the rule that made it. Secret
+values travel as {"$secret": "<reference>"} and are resolved only for the HTTP call.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .events import MISSING, Event
+from .rules.model import Rule, Secret, Template
+
+DISPLAY_NAME_MAX = 50
+SECRET_MARK = "$secret"
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    rule: str
+    kind: str            # livestream.start | livestream.stop | livestream.configure
+    method: str
+    path: str            # relative to ZOOM_API_URL, e.g. /meetings/85746065432/livestream/status
+    body: dict
+    order_key: str       # actions with the same key run one at a time, in event order
+    account: str         # pacing bucket
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlannedAction":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    rule: str
+    kind: str
+    reason: str
+
+
+def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Skipped]]:
+    """The calls the matched `rules` ask for on `event`, in rule order then action order."""
+    target = event.target
+    planned, skipped = [], []
+    for rule in rules:
+        for action in rule.actions:
+            if target is None:
+                skipped.append(Skipped(rule.name, action.kind, "the event names no meeting or webinar id "
+                                                               "(payload.object.id)"))
+                continue
+            base = f"/{target.kind}/{target.id}/livestream"
+            args = {name: render(value, event) for name, value in action.args}
+            if action.kind == "livestream.configure":
+                path, body = base, args
+            else:
+                path = base + "/status"
+                body = {"action": "start" if action.kind == "livestream.start" else "stop"}
+                if action.kind == "livestream.start":
+                    if isinstance(args.get("display_name"), str):
+                        args["display_name"] = args["display_name"][:DISPLAY_NAME_MAX]
+                    body["settings"] = args
+            planned.append(PlannedAction(rule=rule.name, kind=action.kind, method="PATCH", path=path, body=body,
+                                         order_key=f"{target.kind}/{target.id}",
+                                         account=event.account_id))
+    return planned, skipped
+
+
+def render(value: Any, event: Event) -> Any:
+    """A rule's setting for this event: templates filled in, secrets kept as references."""
+    if isinstance(value, Secret):
+        return {SECRET_MARK: value.ref}
+    if isinstance(value, Template):
+        out = []
+        for part in value.parts:
+            if isinstance(part, tuple):
+                seen = event.field(part[1])
+                out.append("" if seen is MISSING or seen is None or isinstance(seen, (dict, list)) else str(seen))
+            else:
+                out.append(part)
+        return "".join(out)
+    return value
+
+
+def masked(body: Any) -> Any:
+    """`body` as history and explain show it: secret references, never values."""
+    if isinstance(body, dict):
+        if set(body) == {SECRET_MARK}:
+            return Secret(body[SECRET_MARK]).masked()
+        return {k: masked(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [masked(v) for v in body]
+    return body
+
+
+def unseal(body: Any, resolve) -> Any:
+    """`body` with each secret reference replaced by resolve(reference): for the HTTP call only."""
+    if isinstance(body, dict):
+        if set(body) == {SECRET_MARK}:
+            return resolve(body[SECRET_MARK])
+        return {k: unseal(v, resolve) for k, v in body.items()}
+    if isinstance(body, list):
+        return [unseal(v, resolve) for v in body]
+    return body

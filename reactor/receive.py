@@ -1,0 +1,69 @@
+"""Pure: one verified delivery to what must be stored, or the answer to give at once.
+
+receive -> verify -> parse -> match -> plan; the web edge stores the result and answers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import PayloadError
+from .events import Event, event_from_body, parse_body, redact
+from .plan import PlannedAction, Skipped, plan
+from .rules.match import RuleSet
+from .signature import url_validation_answer, verify_signature
+from .store.contract import NewDelivery
+
+CONFIRMS = {
+    "meeting.live_streaming_started": "livestream.start", "meeting.live_streaming_stopped": "livestream.stop",
+    "webinar.live_streaming_started": "livestream.start", "webinar.live_streaming_stopped": "livestream.stop",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer at once, store nothing (URL validation)."""
+
+    body: dict
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Store this, then acknowledge."""
+
+    event: Event
+    record: NewDelivery
+    actions: list
+    deadline: float
+
+
+def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secret: str, tolerance: int,
+            rules: RuleSet, now: float, action_deadline: int) -> Reply | Delivery:
+    """Verify, parse and decide. Raises SignatureError (401) or PayloadError (4xx)."""
+    verify_signature(secret, timestamp, signature, raw, now, tolerance)
+    body = parse_body(raw)
+    if body.get("event") == "endpoint.url_validation":
+        payload = body.get("payload")
+        token = payload.get("plainToken") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token or len(token) > 512:
+            raise PayloadError("endpoint.url_validation needs payload.plainToken (a non-empty string)")
+        return Reply(url_validation_answer(secret, token))
+    event = event_from_body(body, raw)
+    verdicts = rules.evaluate(event)
+    matched = [v.rule for v in verdicts if v.matched]
+    actions, skipped = plan(event, matched)
+    event_ms = event.ts_ms if event.ts_ms is not None else int(now * 1000)
+    target = event.target
+    record = NewDelivery(
+        dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
+        body=redact(body), verdicts=_verdicts(verdicts, skipped),
+        order_key=f"{target.kind}/{target.id}" if target else "", confirms=CONFIRMS.get(event.name, ""))
+    return Delivery(event, record, actions, deadline=event_ms / 1000 + action_deadline)
+
+
+def _verdicts(verdicts, skipped: list[Skipped]) -> list[dict]:
+    out = [{"rule": v.rule.name, "matched": v.matched, "why": "" if v.matched else str(v.failure)} for v in verdicts]
+    out += [{"rule": s.rule, "matched": True, "why": f"{s.kind} skipped: {s.reason}"} for s in skipped]
+    return out
+
+
+__all__ = ["Reply", "Delivery", "receive", "PlannedAction"]

@@ -1,0 +1,323 @@
+"""Pure: the rule language as immutable values. Testing a condition never raises.
+
+A condition answers `failure(event)`: None when it holds, else a Failure saying which check
+failed, on which field path, with which value seen. That is both the evaluator and `explain`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..events import MISSING, Event
+
+REGEX_INPUT_LIMIT = 1000  # characters of a field a regex or glob looks at; bounds any pattern's cost
+_NUMERIC = re.compile(r"^-?[0-9]{1,40}(?:\.[0-9]{1,40})?$")
+
+
+def number_of(value: Any) -> Decimal | None:
+    """The decimal a value stands for (int, float or numeric string), never through float parsing of text."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str) and _NUMERIC.match(value):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return None
+    return None
+
+
+def eq_key(value: Any) -> tuple:
+    """The key two values share exactly when rule equality says they are equal."""
+    number = number_of(value)
+    if number is not None:
+        return ("n", number.normalize() if number else Decimal(0))
+    if isinstance(value, bool):
+        return ("b", value)
+    if value is None:
+        return ("z",)
+    if isinstance(value, str):
+        return ("s", value)
+    return ("x", repr(value))
+
+
+def show(value: Any) -> str:
+    """A value as explain prints it."""
+    if value is MISSING:
+        return "missing"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- matchers: test one field's value --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Equals:
+    value: Any
+    key: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "key", eq_key(self.value))
+
+    def test(self, seen: Any) -> bool:
+        return seen is not MISSING and eq_key(seen) == self.key
+
+    def describe(self) -> str:
+        return f"equals {self.value!r}"
+
+
+@dataclass(frozen=True)
+class In:
+    values: tuple
+    keys: frozenset = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "keys", frozenset(eq_key(v) for v in self.values))
+
+    def test(self, seen: Any) -> bool:
+        return seen is not MISSING and not isinstance(seen, (dict, list)) and eq_key(seen) in self.keys
+
+    def describe(self) -> str:
+        return f"is one of {list(self.values)!r}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """glob (case-insensitive shell pattern) or regex (re.search), on strings and numbers."""
+
+    op: str
+    source: str
+    compiled: re.Pattern = field(repr=False, compare=False)
+
+    def test(self, seen: Any) -> bool:
+        if isinstance(seen, bool) or not isinstance(seen, (str, int)):
+            return False
+        text = seen if isinstance(seen, str) else str(seen)
+        return self.compiled.search(text[:REGEX_INPUT_LIMIT]) is not None
+
+    def describe(self) -> str:
+        return f"{self.op} {self.source!r}"
+
+
+@dataclass(frozen=True)
+class Exists:
+    expected: bool
+
+    def test(self, seen: Any) -> bool:
+        return (seen is not MISSING) == self.expected
+
+    def describe(self) -> str:
+        return "exists" if self.expected else "does not exist"
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # gt | gte | lt | lte
+    bound: Decimal
+
+    def test(self, seen: Any) -> bool:
+        number = number_of(seen)
+        if number is None:
+            return False
+        return {"gt": number > self.bound, "gte": number >= self.bound,
+                "lt": number < self.bound, "lte": number <= self.bound}[self.op]
+
+    def describe(self) -> str:
+        return f"{self.op} {self.bound}"
+
+
+@dataclass(frozen=True)
+class NotMatcher:
+    inner: Any
+
+    def test(self, seen: Any) -> bool:
+        return seen is not MISSING and not self.inner.test(seen)
+
+    def describe(self) -> str:
+        return f"not ({self.inner.describe()})"
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """A mapping of operators: every one must hold."""
+
+    matchers: tuple
+
+    def test(self, seen: Any) -> bool:
+        return all(m.test(seen) for m in self.matchers)
+
+    def describe(self) -> str:
+        return " and ".join(m.describe() for m in self.matchers)
+
+
+# --- conditions: test an event ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a condition did not hold."""
+
+    check: str
+    path: str = ""
+    seen: str = ""
+    line: int = 0
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        if self.path:
+            return f"{self.path} {self.check}: saw {self.seen}{where}"
+        return f"{self.check}{where}"
+
+
+@dataclass(frozen=True)
+class FieldCondition:
+    path: str
+    matcher: Any
+    line: int = 0
+
+    def failure(self, event: Event) -> Failure | None:
+        seen = event.field(self.path)
+        if self.matcher.test(seen):
+            return None
+        return Failure(f"should {self.matcher.describe()}", self.path, show(seen), self.line)
+
+
+@dataclass(frozen=True)
+class AllConditions:
+    conditions: tuple
+    line: int = 0
+
+    def failure(self, event: Event) -> Failure | None:
+        for condition in self.conditions:
+            failed = condition.failure(event)
+            if failed:
+                return failed
+        return None
+
+
+@dataclass(frozen=True)
+class AnyCondition:
+    conditions: tuple
+    line: int = 0
+
+    def failure(self, event: Event) -> Failure | None:
+        failures = []
+        for condition in self.conditions:
+            failed = condition.failure(event)
+            if failed is None:
+                return None
+            failures.append(failed)
+        return Failure("any: none held: " + "; ".join(str(f) for f in failures), line=self.line)
+
+
+@dataclass(frozen=True)
+class NotCondition:
+    inner: Any
+    line: int = 0
+
+    def failure(self, event: Event) -> Failure | None:
+        if self.inner.failure(event) is None:
+            return Failure("not: the inner condition held", line=self.line)
+        return None
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class During:
+    """A weekly time window in a timezone, tested at the event's event_ts.
+
+    A window whose `to` is before its `from` spans midnight and belongs to the day it started on:
+    {days: [fri], from: "22:00", to: "02:00"} holds on Saturday at 01:00. from == to means all day.
+    """
+
+    days: frozenset        # weekday numbers, Monday 0
+    start: int             # minutes after midnight
+    end: int
+    tz: str
+    line: int = 0
+
+    def failure(self, event: Event) -> Failure | None:
+        if event.ts_ms is None:
+            return Failure("during: the event has no usable event_ts", "event_ts", show(event.field("event_ts")), self.line)
+        local = datetime.fromtimestamp(event.ts_ms / 1000, tz=timezone.utc).astimezone(ZoneInfo(self.tz))
+        minute, day = local.hour * 60 + local.minute, local.weekday()
+        if self.start < self.end:
+            inside = self.start <= minute < self.end
+        elif self.start > self.end:
+            inside = minute >= self.start or minute < self.end
+            if minute < self.end:
+                day = (day - 1) % 7
+        else:
+            inside = True
+        if inside and day in self.days:
+            return None
+        return Failure(f"should be during {self.describe()}", "event_ts", local.strftime("%a %H:%M %Z"), self.line)
+
+    def describe(self) -> str:
+        days = ",".join(DAYS[d] for d in sorted(self.days))
+        return f"{days} {self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d} {self.tz}"
+
+
+TRUE = AllConditions(())
+
+
+# --- rules and actions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value resolved only at the moment of the call: '${NAME}' templates or 'enc:' tokens."""
+
+    ref: str
+
+    def masked(self) -> str:
+        return f"<secret {self.ref}>" if self.ref.startswith("${") or "${" in self.ref else "<secret enc:...>"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A string with {{ field.path }} placeholders, filled from the event."""
+
+    parts: tuple  # str literals and ("field", path) pairs
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    kind: str           # livestream.start | livestream.stop | livestream.configure
+    args: tuple         # ((name, value), ...) where value is a scalar, Template or Secret
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Example:
+    event: dict
+    expect: bool
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    events: tuple
+    condition: Any
+    actions: tuple
+    enabled: bool = True
+    source: str = ""      # file:line
+    examples: tuple = ()
+
+    def failure(self, event: Event) -> Failure | None:
+        if not self.enabled:
+            return Failure("the rule is disabled (enabled: false)")
+        if event.name not in self.events:
+            return Failure(f"the event is {event.name}, the rule is on {', '.join(self.events)}")
+        return self.condition.failure(event)

@@ -1,0 +1,131 @@
+"""The store contract. Each implementation (SQLite, PostgreSQL) passes tests/test_store_contract.py.
+
+Vocabulary:
+- a *delivery* is one accepted webhook (its redacted body and the rule verdicts);
+- a *job* is one planned Zoom call from the outbox, with a status:
+  pending -> running (leased to one dispatcher) -> done | dead | skipped, or back to pending (retry);
+- an *attempt* is one try of a job: what Zoom answered and what happens next.
+
+All times are Unix seconds (float) passed in by the caller, so tests control the clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..plan import PlannedAction
+
+STATUSES = ("pending", "running", "done", "dead", "skipped")
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    dedup_key: str
+    event: str
+    event_ts_ms: int            # the event's time (event_ts, else the receipt time)
+    received_at: float
+    body: dict                  # already redacted
+    verdicts: list              # [{"rule": name, "matched": bool, "why": str}]
+    order_key: str = ""        # meetings/ID of the event's meeting or webinar, "" when none
+    confirms: str = ""         # for live_streaming_started/stopped: "livestream.start" / "livestream.stop"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    delivery_id: int
+    duplicate: bool
+    job_ids: tuple = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    delivery_id: int
+    action: PlannedAction
+    event_ts_ms: int
+    deadline: float
+    attempts: int
+    status: str
+    lease_owner: str = ""
+    failures: int = 0           # attempts that failed (5xx, network): the backoff exponent
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float
+    outcome: str                # done | retry | rate_limited | dead | skipped
+    http_status: int | None = None
+    zoom_code: int | None = None
+    message: str = ""
+    next_at: float | None = None
+    duration_ms: float | None = None
+    sent: dict = field(default_factory=dict)   # the masked request, for the history
+
+
+class Store:
+    """What reactor needs from its database. Every method is safe to call from many threads and,
+    on a shared database, from many processes at once."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema. Idempotent."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers now (readiness)."""
+        raise NotImplementedError
+
+    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
+        """Store a delivery and its jobs in ONE transaction, durably committed before returning.
+
+        If a delivery with the same dedup_key exists, store nothing and return duplicate=True with
+        the first one's id: concurrent calls with one key store exactly one delivery. New jobs are
+        pending and due at once. A delivery with `confirms` marks the newest done job of that kind on
+        its order_key as confirmed. Raise StoreError when nothing could be committed."""
+        raise NotImplementedError
+
+    def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
+        """Atomically lease one due job to `owner` until now + lease_seconds, or return None.
+
+        Due: pending with due_at <= now, or running with an expired lease (its dispatcher died).
+        Per order_key, only the head may be claimed: no other pending or running job on that key
+        comes earlier in (event_ts, delivery id, position). Two owners never hold one job at once."""
+        raise NotImplementedError
+
+    def superseded(self, job: Job) -> bool:
+        """True when a job from a LATER event on the same order_key already ran or is running:
+        then this older job must not run (a stop from an earlier event never follows a later start)."""
+        raise NotImplementedError
+
+    def finish(self, job: Job, owner: str, attempt: Attempt, status: str, due_at: float | None = None,
+               failure: bool = False) -> bool:
+        """Record `attempt` and move the job to `status` (pending with due_at for a retry), atomically;
+        `failure` adds one to the job's failures.
+
+        The status changes only while `owner` still holds the lease; returns False when it no longer
+        does (another dispatcher took the job over), in which case only the attempt is recorded."""
+        raise NotImplementedError
+
+    def reserve_slot(self, account: str, rate: float, now: float, margin: float = 0.025) -> float:
+        """Reserve the next call time for `account` so that no 1-second window holds more than
+        `rate` calls across every process sharing this store; return it (>= now)."""
+        raise NotImplementedError
+
+    def retry(self, job_id: int | None, now: float, deadline: float) -> int:
+        """Re-queue one dead job (or, with None, every dead job) as pending now, with a new deadline
+        and no failures counted; return how many."""
+        raise NotImplementedError
+
+    def prune(self, before: float) -> int:
+        """Delete deliveries received before `before` whose jobs are all finished; return how many."""
+        raise NotImplementedError
+
+    def history(self, meeting: str | None = None, since: float | None = None,
+                status: str | None = None, limit: int = 200) -> list[dict]:
+        """Deliveries (newest first) with their verdicts, jobs and attempts, as plain dicts."""
+        raise NotImplementedError
+
+    def counts(self) -> dict:
+        """{"deliveries": n, "pending": n, "running": n, "done": n, "dead": n, "skipped": n}."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections held by this process."""

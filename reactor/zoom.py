@@ -1,0 +1,128 @@
+"""Edge: the Zoom REST client. Server-to-Server OAuth, one shared token per process, JSON calls."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import requests
+
+TIMEOUT = (5, 20)          # connect, read seconds
+REFRESH_AHEAD = 60         # refresh a token this many seconds before it expires
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What Zoom said to one call."""
+
+    status: int
+    code: int | None = None       # Zoom's error code, when the body has one
+    message: str = ""
+    retry_after: float | None = None  # seconds, from Retry-After
+
+
+class TokenError(Exception):
+    """The token endpoint refused or failed. `retryable` says whether trying later can help."""
+
+    def __init__(self, message: str, retryable: bool):
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class ZoomClient:
+    def __init__(self, api_url: str, oauth_url: str, account_id: str, client_id: str, client_secret: str,
+                 session: requests.Session | None = None, clock=time.time):
+        self.api_url, self.oauth_url, self.account_id = api_url.rstrip("/"), oauth_url, account_id
+        self._auth = (client_id, client_secret)
+        self._session = session or requests.Session()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def token(self) -> str:
+        """A valid access token, fetched once for all threads and refreshed ahead of expiry."""
+        with self._lock:
+            if self._token and self._clock() < self._expires - REFRESH_AHEAD:
+                return self._token
+            try:
+                response = self._session.post(
+                    self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
+                    auth=self._auth, timeout=TIMEOUT)
+            except requests.RequestException as exc:
+                raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
+            if response.status_code >= 500 or response.status_code == 429:
+                raise TokenError(f"the token endpoint answered {response.status_code}", True)
+            if response.status_code != 200:
+                raise TokenError(f"the token endpoint answered {response.status_code} "
+                                 f"({_describe(response)[1]}): check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and "
+                                 f"ZOOM_CLIENT_SECRET", False)
+            try:
+                data = response.json()
+                token, lifetime = data["access_token"], float(data.get("expires_in", 3600))
+                if not isinstance(token, str) or not token:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                raise TokenError("the token endpoint answered without an access_token", True) from None
+            self._token, self._expires = token, self._clock() + lifetime
+            return token
+
+    def drop_token(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:
+                self._token, self._expires = None, 0.0
+
+    def call(self, method: str, path: str, body: dict) -> Answer:
+        """One call; on 401 a fresh token and one retry. Raises requests.RequestException or TokenError."""
+        answer = None
+        for _ in range(2):
+            token = self.token()
+            response = self._session.request(method, self.api_url + path, json=body, timeout=TIMEOUT,
+                                             headers={"Authorization": f"Bearer {token}"})
+            answer = _answer(response)
+            if answer.status != 401:
+                return answer
+            self.drop_token(token)
+        return answer
+
+
+def _answer(response: requests.Response) -> Answer:
+    code, message = _describe(response)
+    retry = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    return Answer(response.status_code, code, message, retry)
+
+
+def _describe(response: requests.Response) -> tuple[int | None, str]:
+    """Zoom's error code and message, or a short form of whatever came back."""
+    if 200 <= response.status_code < 300:
+        return None, ""
+    try:
+        data = response.json()
+        code = data.get("code") if isinstance(data, dict) else None
+        message = data.get("message") if isinstance(data, dict) else None
+        return (code if isinstance(code, int) else None), (str(message)[:300] if message else response.reason or "")
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")[:200]
+        return None, f"{response.reason or ''} (not JSON: {text!r})" if text else (response.reason or "")
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from now: delta-seconds, an HTTP date, or an ISO timestamp."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    when = None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
