@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask, jsonify
 
-from .errors import RulesError
+from .errors import RulesError, SchemaError, StoreError
 from .logs import configure_logging, log
 from .rules.load import load_rules, rule_files
 from .rules.match import RuleSet
@@ -88,7 +88,12 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         rules, stamp = boot.inherited_rules(settings)
     active = ActiveRules(settings, rules, stamp)
     store = open_store(settings.database_url)
-    store.migrate()
+    try:
+        store.migrate()
+    except SchemaError:
+        raise
+    except StoreError as exc:  # the database is down for now: start anyway, /readyz and webhooks say 503
+        log("the database is unavailable at start-up; answering 503 until it is back", 40, error=str(exc))
     reactor = Reactor(settings, store, active)
 
     app = Flask(__name__)

@@ -6,6 +6,7 @@
      +-- SignatureError     a delivery is not from Zoom (answered 401)
      +-- PayloadError       a delivery is not a usable Zoom event (answered 4xx)
      +-- StoreError         the database did not answer (answered 503, Zoom retries)
+     |    +-- SchemaError    the database holds a schema this reactor does not know; run migrate
      +-- SecretError        an enc: value or ${NAME} cannot be resolved
 """
 from __future__ import annotations
@@ -41,6 +42,10 @@ class PayloadError(ReactorError):
 
 class StoreError(ReactorError):
     """The store could not complete an operation; nothing was committed."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is not the one this reactor knows."""
 
 
 class SecretError(ReactorError):

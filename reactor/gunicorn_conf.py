@@ -25,10 +25,15 @@ def on_starting(server):
     from reactor.boot import validate
     from reactor.errors import ReactorError
     from reactor.settings import Settings
+    from reactor.store import open_store
 
     try:
         settings = Settings.from_env()
         rules = validate(settings)
+        if settings.database_url.startswith("sqlite:"):  # the embedded store migrates itself
+            store = open_store(settings.database_url)
+            store.migrate()
+            store.close()  # no connection crosses the fork
     except ReactorError as exc:
         sys.stderr.write(f"reactor cannot start: {exc}\n")
         sys.stderr.flush()

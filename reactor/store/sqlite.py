@@ -7,11 +7,12 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import SchemaError, StoreError
 from ..plan import PlannedAction
 from .contract import Accepted, Attempt, Job, NewDelivery, Store
 
 SCHEMA_VERSION = 1
+BUSY_SECONDS = 2.0  # wait this long for the write lock, then fail: a 503 inside Zoom's 3 s beats a timeout
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY,
@@ -87,12 +88,11 @@ class SQLiteStore(Store):
             try:
                 if self.path != ":memory:":
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA busy_timeout=30000")
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from None
             self._local.conn = conn
@@ -117,8 +117,10 @@ class SQLiteStore(Store):
         conn = self._conn()
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
             if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema version {version}, newer than this reactor "
+                raise SchemaError(f"{self.path} has schema version {version}, newer than this reactor "
                                  f"({SCHEMA_VERSION}): upgrade reactor")
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -126,10 +128,16 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot create the schema in {self.path}: {exc}") from None
 
     def ping(self) -> None:
+        """Ready means able to commit: take the write lock and let it go."""
+        conn = self._conn()
         try:
-            self._conn().execute("SELECT count(*) FROM jobs WHERE 0").fetchone()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("SELECT count(*) FROM jobs WHERE 0").fetchone()
+            conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            raise StoreError(f"the SQLite database {self.path} does not answer: {exc}") from None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"the SQLite database {self.path} cannot take writes: {exc}") from None
 
     def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
         def work(conn):

@@ -1,0 +1,133 @@
+"""A real local HTTP server playing Zoom: the OAuth token endpoint and the live stream API.
+
+Script answers per path prefix with `standin.script(path_prefix, [Reply(...), ...])`; unscripted
+calls get 204. Every call is recorded with its arrival time, headers and JSON body.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Reply:
+    status: int = 204
+    body: object = None             # dict -> JSON; str/bytes -> raw
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0              # seconds before answering
+    reset: bool = False             # close the connection without an answer
+
+
+@dataclass
+class Call:
+    at: float
+    method: str
+    path: str
+    headers: dict
+    body: object
+
+
+class ZoomStandIn:
+    def __init__(self):
+        self.calls: list[Call] = []
+        self.token_calls: list[Call] = []
+        self._scripts: dict[str, list[Reply]] = {}
+        self._token_script: list[Reply] = []
+        self._issued = 0
+        self.token_lifetime = 3600
+        self._lock = threading.Lock()
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                call = Call(time.time(), self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                reply = standin._next(call)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.reset:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                payload = reply.body
+                if isinstance(payload, (dict, list)):
+                    data, ctype = json.dumps(payload).encode(), "application/json"
+                elif payload is None:
+                    data, ctype = b"", "application/json"
+                else:
+                    data, ctype = payload.encode() if isinstance(payload, str) else payload, "application/json"
+                self.send_response(reply.status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(data)))
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    # -- scripting
+    def script(self, prefix: str, replies: list[Reply]) -> None:
+        with self._lock:
+            self._scripts.setdefault(prefix, []).extend(replies)
+
+    def script_token(self, replies: list[Reply]) -> None:
+        with self._lock:
+            self._token_script.extend(replies)
+
+    def _next(self, call: Call) -> Reply:
+        with self._lock:
+            if call.path.startswith("/oauth/token"):
+                self.token_calls.append(call)
+                if self._token_script:
+                    return self._token_script.pop(0)
+                self._issued += 1
+                return Reply(200, {"access_token": f"standin-token-{self._issued}", "token_type": "bearer",
+                                   "expires_in": self.token_lifetime, "scope": "meeting:write:admin"})
+            self.calls.append(call)
+            for prefix, replies in self._scripts.items():
+                if call.path.startswith(prefix) and replies:
+                    return replies.pop(0)
+            return Reply(204)
+
+    # -- reading
+    def issued_tokens(self) -> list[str]:
+        return [f"standin-token-{n}" for n in range(1, self._issued + 1)]
+
+    def api_calls(self, path_prefix: str = "/v2/") -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.path.startswith(path_prefix)]
+
+    def wait_for(self, count: int, path_prefix: str = "/v2/", timeout: float = 20.0) -> list[Call]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            calls = self.api_calls(path_prefix)
+            if len(calls) >= count:
+                return calls
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} calls to {path_prefix}, got {len(self.api_calls(path_prefix))}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
