@@ -1,0 +1,184 @@
+"""Loading rule files: every problem with file, line, rule and a suggestion (pure but for files)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reactor.errors import RulesError
+from reactor.rules.load import load_rules
+from reactor.secrets import encrypt, keygen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(tmp_path, text: str, env=None, key="") -> list[str]:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as info:
+        load_rules(path, env=env or {}, secret_key=key)
+    return info.value.problems
+
+
+def rule(body: str, name="r") -> str:
+    return f"rules:\n  - name: {name}\n" + body
+
+
+BAD = [
+    ("typo-matcher", rule("    on: meeting.started\n    when:\n      topic: {globb: 'x*'}\n    do: [livestream.stop]\n"),
+     ':5: rule "r": topic: unknown matcher \'globb\' (did you mean \'glob\'?)'),
+    ("typo-rule-key", rule("    on: meeting.started\n    wehn: {topic: x}\n    do: [livestream.stop]\n"),
+     ":4: rule \"r\": unknown key 'wehn' (did you mean 'when'?)"),
+    ("no-on", rule("    do: [livestream.stop]\n"), "needs 'on:'"),
+    ("no-do", rule("    on: meeting.started\n"), "needs 'do:'"),
+    ("empty-do", rule("    on: meeting.started\n    do: []\n"), ":4: rule \"r\": 'do' must list at least one action"),
+    ("unknown-action", rule("    on: meeting.started\n    do: [livestream.strat]\n"),
+     "unknown action 'livestream.strat' (did you mean 'livestream.start'?)"),
+    ("unknown-setting", rule("    on: meeting.started\n    do:\n      - livestream.start: {display_nam: x}\n"),
+     ":5: rule \"r\": livestream.start: unknown setting 'display_nam' (did you mean 'display_name'?)"),
+    ("bool-setting", rule("    on: meeting.started\n    do:\n      - livestream.start: {active_speaker_name: yes}\n"),
+     "'active_speaker_name' must be true or false"),
+    ("configure-missing", rule("    on: meeting.started\n    do:\n      - livestream.configure: {stream_url: x}\n"),
+     "'stream_key' is required"),
+    ("resolution", rule("    on: meeting.started\n    do:\n      - livestream.configure: {stream_url: a, stream_key: b, "
+                        "page_url: c, resolution: 4k}\n"), "resolution must be 720p or 1080p"),
+    ("bad-regex", rule("    on: meeting.started\n    when: {topic: {regex: '('}}\n    do: [livestream.stop]\n"),
+     ":4: rule \"r\": topic: invalid regex '('"),
+    ("bad-timezone", rule("    on: meeting.started\n    when:\n      during: {from: '09:00', to: '10:00', timezone: Europe/Berln}\n"
+                          "    do: [livestream.stop]\n"), "unknown timezone 'Europe/Berln'"),
+    ("bad-time", rule("    on: meeting.started\n    when:\n      during: {from: 9, to: '10:00'}\n    do: [livestream.stop]\n"),
+     "'from' must be a time \"HH:MM\""),
+    ("bad-day", rule("    on: meeting.started\n    when:\n      during: {days: [mnday], from: '09:00', to: '10:00'}\n"
+                     "    do: [livestream.stop]\n"), "is not a day"),
+    ("gt-text", rule("    on: meeting.started\n    when: {duration: {gt: many}}\n    do: [livestream.stop]\n"),
+     "'gt' takes a number"),
+    ("exists-text", rule("    on: meeting.started\n    when: {topic: {exists: yes}}\n    do: [livestream.stop]\n"),
+     "'exists' takes true or false"),
+    ("bad-path", rule("    on: meeting.started\n    when: {'topic..x': 1}\n    do: [livestream.stop]\n"),
+     "is not a field path"),
+    ("env-unset", rule("    on: meeting.started\n    do:\n      - livestream.configure: {stream_url: a, "
+                       "stream_key: '${NOPE_KEY}', page_url: c}\n"),
+     ":5: rule \"r\": livestream.configure: stream_key: environment variable NOPE_KEY is not set"),
+    ("enc-no-key", rule("    on: meeting.started\n    do:\n      - livestream.configure: {stream_url: a, "
+                        "stream_key: 'enc:gAAAA', page_url: c}\n"), "needs REACTOR_SECRET_KEY"),
+    ("secret-and-template", rule("    on: meeting.started\n    do:\n      - livestream.start: "
+                                 "{display_name: '${X} {{ topic }}'}\n"), "not both"),
+    ("not-yaml", "rules: [\n", "not valid YAML"),
+    ("duplicate-key", rule("    on: meeting.started\n    on: meeting.ended\n    do: [livestream.stop]\n"),
+     "the key 'on' appears twice (first on line 3)"),
+    ("no-rules-key", "rulez: []\n", "a 'rules:' list at the top"),
+    ("python-tag", "rules: !!python/object:os.system {}\n", "not allowed"),
+    ("examples-bad-expect", rule("    on: meeting.started\n    do: [livestream.stop]\n    examples:\n"
+                                 "      - {event: meeting.started, expect: yes}\n"), "'expect' must be 'match' or 'no match'"),
+    ("example-unknown-sample", rule("    on: meeting.started\n    do: [livestream.stop]\n    examples:\n"
+                                    "      - {event: meeting.startd, expect: match}\n"), "did you mean 'meeting.started'"),
+]
+
+
+@pytest.mark.parametrize("text,expected", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_invalid_rules_say_where_and_what(tmp_path, text, expected):
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+    assert all(p.startswith(str(tmp_path / "rules.yaml")) for p in found)
+
+
+def test_duplicate_names_across_files_name_both_places(tmp_path):
+    (tmp_path / "a.yaml").write_text(rule("    on: meeting.started\n    do: [livestream.stop]\n", "Same"))
+    (tmp_path / "b.yml").write_text(rule("    on: meeting.started\n    do: [livestream.stop]\n", "Same"))
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path)
+    [problem] = info.value.problems
+    assert problem.startswith(f"{tmp_path / 'b.yml'}:2: rule \"Same\": duplicate rule name")
+    assert f"{tmp_path / 'a.yaml'}:2" in problem
+
+
+def test_every_problem_is_listed_not_just_the_first(tmp_path):
+    found = problems(tmp_path, rule("    on: meeting.started\n    when: {topic: {globb: x}, id: {regex: '('}}\n"
+                                    "    do: [livestream.strat]\n"))
+    assert len(found) == 3
+
+
+def test_unknown_event_is_a_warning_not_an_error(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(rule("    on: meeting.startd\n    do: [livestream.stop]\n"))
+    rules = load_rules(path)
+    assert any("unknown event 'meeting.startd' (did you mean 'meeting.started'?)" in w for w in rules.warnings)
+
+
+def test_yaml_on_trap_and_string_values(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - name: NO\n    on: meeting.started\n    do:\n"
+                    "      - livestream.start: {display_name: 0800, layout: off}\n")
+    [r] = load_rules(path).rules
+    assert r.name == "NO" and r.events == ("meeting.started",)
+    assert dict(r.actions[0].args) == {"display_name": "0800", "layout": "off"}
+
+
+def test_secrets_resolve_and_encrypt(tmp_path):
+    key = keygen()
+    token = encrypt("the-real-stream-key", key)
+    path = tmp_path / "r.yaml"
+    path.write_text(rule(f"    on: meeting.started\n    do:\n      - livestream.configure: {{stream_url: a, "
+                         f"stream_key: '{token}', page_url: c}}\n"))
+    load_rules(path, env={}, secret_key=key)
+    with pytest.raises(RulesError, match="does not decrypt"):
+        load_rules(path, env={}, secret_key=keygen())
+
+
+def run_cli(*args, env=None):
+    import os
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=full_env, timeout=60)
+
+
+def test_check_fails_on_typo_with_file_line_and_suggestion(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text(rule("    on: meeting.started\n    when:\n      topic: {globb: 'Town Hall*'}\n"
+                         "    do: [livestream.stop]\n", "Stream town halls"))
+    result = run_cli("check", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{path}:5: rule \"Stream town halls\": topic: unknown matcher 'globb' (did you mean 'glob'?)" in result.stdout
+
+
+def test_check_passes_shipped_rules_and_runs_their_examples():
+    result = run_cli("check", "rules")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 failing" in result.stdout
+    examples = int(result.stdout.split(" example(s)")[0].rsplit(" ", 1)[1])
+    assert examples >= 5
+
+
+def test_check_fails_when_an_example_disagrees(tmp_path):
+    (tmp_path / "r.yaml").write_text(rule(
+        "    on: meeting.started\n    when: {topic: {glob: 'Town*'}}\n    do: [livestream.stop]\n    examples:\n"
+        "      - event: meeting.started\n        with: {topic: Board}\n        expect: match\n"))
+    result = run_cli("check", str(tmp_path))
+    assert result.returncode == 1
+    assert "example expected match, got no match: topic should glob 'Town*': saw 'Board'" in result.stdout
+
+
+def test_explain_prints_verdicts_failures_and_masked_calls():
+    result = run_cli("explain", "meeting.started", "--rules", "rules", env={"YOUTUBE_STREAM_KEY": "sk-live-123456"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "MATCH     Stream town halls" in out
+    assert "no match  Sunday service" in out and "event_ts should be during sun 09:30-12:30 Europe/Berlin: saw Wed" in out
+    assert "no match  Board meeting by id" in out and "disabled" in out
+    assert "PATCH /meetings/85746065432/livestream/status" in out
+    assert "<secret ${YOUTUBE_STREAM_KEY}>" in out
+    assert "sk-live-123456" not in out + result.stderr
+
+
+def test_check_explain_encrypt_keygen_need_no_credentials(tmp_path):
+    bare = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    key = subprocess.run([sys.executable, "-m", "reactor", "keygen"], capture_output=True, text=True, cwd=ROOT,
+                         env=bare, timeout=60)
+    assert key.returncode == 0 and len(key.stdout.strip()) == 44
+    enc = subprocess.run([sys.executable, "-m", "reactor", "encrypt"], input="my-stream-key\n", capture_output=True,
+                         text=True, cwd=ROOT, env={**bare, "REACTOR_SECRET_KEY": key.stdout.strip()}, timeout=60)
+    assert enc.returncode == 0 and enc.stdout.startswith("enc:") and "my-stream-key" not in enc.stdout
+    for args in (["check", "rules"], ["explain", "meeting.started"]):
+        result = subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True, text=True, cwd=ROOT,
+                                env=bare, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr

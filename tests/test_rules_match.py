@@ -1,0 +1,219 @@
+"""The rule language, table-driven: matchers, combinators, paths, windows, actions (pure)."""
+import json
+import textwrap
+
+import pytest
+
+from reactor.events import event_from_body
+from reactor.plan import plan
+from reactor.rules.load import load_rules
+
+
+def ruleset(tmp_path, when: str = "", on: str = "meeting.started", do: str = "[livestream.stop]", extra: str = ""):
+    text = f"rules:\n  - name: r\n    on: {on}\n"
+    if when:
+        text += "    when:\n" + textwrap.indent(textwrap.dedent(when).strip("\n"), "      ") + "\n"
+    text += f"    do: {do}\n" + extra
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return load_rules(path, env={"KEY": "the-key"})
+
+
+def ev(obj=None, name="meeting.started", ts=1764176405123, **root):
+    base = {"id": "85746065432", "uuid": "u1", "host_id": "hostA", "topic": "Town Hall - November",
+            "duration": 60, "host_email": "host@example.com"}
+    base.update(obj or {})
+    body = {"event": name, "event_ts": ts, "payload": {"account_id": "acc1", "object": base}}
+    body.update(root)
+    return event_from_body(body, json.dumps(body).encode())
+
+
+def matches(rules, event) -> bool:
+    full = [v.rule.name for v in rules.explain(event) if v.matched]
+    fast = [r.name for r in rules.matching(event)]
+    assert full == fast, "the index must agree with a full scan"
+    return bool(fast)
+
+
+CASES = [
+    # (id, when, object overrides, expected)
+    ("equals-string", "topic: Town Hall - November", {}, True),
+    ("equals-string-miss", "topic: Town Hall", {}, False),
+    ("equals-case-sensitive", "topic: town hall - november", {}, False),
+    ("id-number-vs-string", "id: 85746065432", {}, True),
+    ("id-string-vs-number", "id: '85746065432'", {"id": 85746065432}, True),
+    ("id-number-vs-number", "id: 85746065432", {"id": 85746065432}, True),
+    ("id-other", "id: 85746065433", {}, False),
+    ("id-beyond-float", "id: 12345678901234567891", {"id": 12345678901234567890}, False),
+    ("id-beyond-float-equal", "id: 12345678901234567891", {"id": "12345678901234567891"}, True),
+    ("duration-decimal", "duration: 60.0", {}, True),
+    ("list-any", "host_id: [hostB, hostA]", {}, True),
+    ("list-none", "host_id: [hostB, hostC]", {}, False),
+    ("in", "host_id: {in: [hostA]}", {}, True),
+    ("equals-op", "host_id: {equals: hostA}", {}, True),
+    ("glob", "topic: {glob: 'town hall*'}", {}, True),
+    ("glob-miss", "topic: {glob: 'Board*'}", {}, False),
+    ("glob-question", "topic: {glob: 'Town Hall - ???????*'}", {}, True),
+    ("regex", "topic: {regex: 'Nov(ember)?$'}", {}, True),
+    ("regex-search-not-match", "topic: {regex: 'Hall'}", {}, True),
+    ("regex-miss", "topic: {regex: '^Hall'}", {}, False),
+    ("exists", "host_email: {exists: true}", {}, True),
+    ("exists-missing", "participant.email: {exists: true}", {}, False),
+    ("not-exists", "participant.email: {exists: false}", {}, True),
+    ("not-exists-present", "host_email: {exists: false}", {}, False),
+    ("gt", "duration: {gt: 59}", {}, True),
+    ("gte", "duration: {gte: 60}", {}, True),
+    ("lt", "duration: {lt: 60}", {}, False),
+    ("lte-string-number", "duration: {lte: 60}", {"duration": "60"}, True),
+    ("gt-not-number", "topic: {gt: 1}", {}, False),
+    ("range", "duration: {gt: 30, lt: 90}", {}, True),
+    ("not-matcher", "topic: {not: {glob: 'Board*'}}", {}, True),
+    ("not-matcher-missing", "participant.email: {not: {glob: '*@x.org'}}", {}, False),
+    ("missing-field-never-matches", "participant.email: guest@example.org", {}, False),
+    ("nested-path", "participant.email: {glob: '*@example.org'}", {"participant": {"email": "guest@example.org"}}, True),
+    ("root-path-account", "payload.account_id: acc1", {}, True),
+    ("root-path-event", "event: meeting.started", {}, True),
+    ("root-path-event-ts", "event_ts: {gt: 1000}", {}, True),
+    ("unicode-topic", "topic: {glob: 'Gottesdienst ☕*'}", {"topic": "Gottesdienst ☕ 🎥 Sonntag"}, True),
+    ("unicode-equals", "topic: Füße", {"topic": "Füße"}, True),
+    ("on-is-a-key-and-NO-a-string", "topic: NO", {"topic": "NO"}, True),
+    ("leading-zero-stays-string", "topic: 0800", {"topic": "0800"}, True),
+    ("yes-is-a-string", "topic: yes", {"topic": "yes"}, True),
+    ("yes-is-not-true", "topic: yes", {"topic": True}, False),
+    ("bool-true", "flag: true", {"flag": True}, True),
+    ("bool-not-string", "flag: true", {"flag": "true"}, False),
+    ("null", "flag: null", {"flag": None}, True),
+    ("all", "all:\n  - topic: {glob: 'Town*'}\n  - duration: 60", {}, True),
+    ("all-one-fails", "all:\n  - topic: {glob: 'Town*'}\n  - duration: 61", {}, False),
+    ("any", "any:\n  - topic: Board\n  - duration: 60", {}, True),
+    ("any-none", "any:\n  - topic: Board\n  - duration: 61", {}, False),
+    ("not", "not:\n  topic: {glob: 'Board*'}", {}, True),
+    ("not-fails", "not:\n  topic: {glob: 'Town*'}", {}, False),
+    ("nested-combinators", "any:\n  - all:\n      - topic: Board\n  - not:\n      any:\n        - duration: 1\n        - duration: 2",
+     {}, True),
+    ("topic-is-object", "topic: {glob: '*'}", {"topic": {"a": 1}}, False),
+    ("list-value-in-event", "host_id: [hostA]", {"host_id": ["hostA"]}, False),
+]
+
+
+@pytest.mark.parametrize("when,overrides,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_matchers_and_combinators(tmp_path, when, overrides, expected):
+    assert matches(ruleset(tmp_path, when), ev(overrides)) is expected
+
+
+# event_ts values: 2025-11-26 (Wed) 17:00:05 UTC = 18:00 Berlin.
+WED_1800_BERLIN = 1764176405123
+SAT_0100_BERLIN = 1764374400000 + 0          # 2025-11-29 00:00 UTC = 01:00 Berlin (Sat)
+DST_SPRING_0330_BERLIN = 1774747800000       # 2026-03-29 01:30 UTC = 03:30 CEST (after the jump)
+
+WINDOWS = [
+    ("inside", "during: {from: '17:00', to: '19:00', timezone: Europe/Berlin}", WED_1800_BERLIN, True),
+    ("outside", "during: {from: '09:00', to: '17:00', timezone: Europe/Berlin}", WED_1800_BERLIN, False),
+    ("utc-default", "during: {from: '17:00', to: '17:01'}", WED_1800_BERLIN, True),
+    ("day-listed", "during: {days: [wed], from: '17:00', to: '19:00', timezone: Europe/Berlin}", WED_1800_BERLIN, True),
+    ("day-not-listed", "during: {days: [mon, tue], from: '17:00', to: '19:00', timezone: Europe/Berlin}",
+     WED_1800_BERLIN, False),
+    ("across-midnight-after", "during: {days: [fri], from: '22:00', to: '02:00', timezone: Europe/Berlin}",
+     SAT_0100_BERLIN, True),
+    ("across-midnight-wrong-day", "during: {days: [sat], from: '22:00', to: '02:00', timezone: Europe/Berlin}",
+     SAT_0100_BERLIN, False),
+    ("across-midnight-before", "during: {from: '17:30', to: '02:00', timezone: Europe/Berlin}", WED_1800_BERLIN, True),
+    ("dst-local-time-after-spring-jump", "during: {from: '03:00', to: '04:00', timezone: Europe/Berlin}",
+     DST_SPRING_0330_BERLIN, True),
+    ("dst-utc-would-be-wrong", "during: {from: '01:00', to: '02:00', timezone: Europe/Berlin}",
+     DST_SPRING_0330_BERLIN, False),
+    ("other-zone", "during: {from: '09:00', to: '10:00', timezone: America/Los_Angeles}", WED_1800_BERLIN, True),
+]
+
+
+@pytest.mark.parametrize("when,ts,expected", [w[1:] for w in WINDOWS], ids=[w[0] for w in WINDOWS])
+def test_time_windows(tmp_path, when, ts, expected):
+    assert matches(ruleset(tmp_path, when), ev(ts=ts)) is expected
+
+
+def test_window_without_event_ts_does_not_match(tmp_path):
+    rules = ruleset(tmp_path, "during: {from: '00:00', to: '00:00'}")
+    body = {"event": "meeting.started", "payload": {"object": {"id": "1"}}}
+    assert not matches(rules, event_from_body(body, b"{}"))
+
+
+def test_on_list_and_other_events(tmp_path):
+    rules = ruleset(tmp_path, on="[meeting.started, webinar.started]")
+    assert matches(rules, ev(name="webinar.started"))
+    assert not matches(rules, ev(name="meeting.ended"))
+
+
+def test_disabled_rule_never_matches(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - name: r\n    on: meeting.started\n    enabled: false\n    do: livestream.stop\n")
+    assert not matches(load_rules(path), ev())
+
+
+ACTIONS = [
+    ("start-settings", "[{livestream.start: {display_name: 'Live: {{ topic }}', active_speaker_name: false, "
+                       "layout: follow_host, close_caption: burnt-in}}]", "meeting.started",
+     [("PATCH", "/meetings/85746065432/livestream/status",
+       {"action": "start", "settings": {"display_name": "Live: Town Hall - November", "active_speaker_name": False,
+                                        "layout": "follow_host", "close_caption": "burnt-in"}})]),
+    ("start-bare", "[livestream.start]", "meeting.started",
+     [("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {}})]),
+    ("stop", "livestream.stop", "meeting.started",
+     [("PATCH", "/meetings/85746065432/livestream/status", {"action": "stop"})]),
+    ("webinar", "[livestream.stop]", "webinar.started",
+     [("PATCH", "/webinars/85746065432/livestream/status", {"action": "stop"})]),
+    ("configure-then-start", "[{livestream.configure: {stream_url: 'rtmp://x/live', stream_key: '${KEY}', "
+                             "page_url: 'https://x', resolution: 720p}}, livestream.start]", "meeting.started",
+     [("PATCH", "/meetings/85746065432/livestream",
+       {"stream_url": "rtmp://x/live", "stream_key": {"$secret": "${KEY}"}, "page_url": "https://x",
+        "resolution": "720p"}),
+      ("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {}})]),
+    ("template-missing-field", "[{livestream.start: {display_name: '{{ nothing.here }}x'}}]", "meeting.started",
+     [("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {"display_name": "x"}})]),
+    ("display-name-truncated", "[{livestream.start: {display_name: '{{ topic }}{{ topic }}{{ topic }}'}}]",
+     "meeting.started",
+     [("PATCH", "/meetings/85746065432/livestream/status",
+       {"action": "start", "settings": {"display_name": ("Town Hall - November" * 3)[:50]}})]),
+]
+
+
+@pytest.mark.parametrize("do,name,expected", [a[1:] for a in ACTIONS], ids=[a[0] for a in ACTIONS])
+def test_actions_plan_zoom_calls(tmp_path, do, name, expected):
+    rules = ruleset(tmp_path, on=name, do=do)
+    event = ev(name=name)
+    actions, skipped = plan(event, rules.matching(event))
+    assert [(a.method, a.path, a.body) for a in actions] == expected
+    assert all(a.order_key == f"{'webinars' if name.startswith('webinar') else 'meetings'}/85746065432"
+               for a in actions)
+
+
+def test_big_ids_keep_every_digit(tmp_path):
+    rules = ruleset(tmp_path)
+    event = ev({"id": 98765432109876543})
+    [action], _ = plan(event, rules.matching(event))
+    assert action.path == "/meetings/98765432109876543/livestream/status"
+
+
+def test_event_without_id_plans_nothing_and_says_why(tmp_path):
+    rules = ruleset(tmp_path)
+    event = ev({"id": None})
+    actions, skipped = plan(event, rules.matching(event))
+    assert actions == [] and "no meeting or webinar id" in skipped[0].reason
+
+
+def test_index_prefers_selective_fields_and_agrees_with_scan(tmp_path):
+    lines = ["rules:"]
+    for n in range(300):
+        lines += [f"  - name: by-id-{n}", "    on: meeting.started", f"    when: {{id: {10_000_000_000 + n}}}",
+                  "    do: [livestream.start]"]
+    for n in range(20):
+        lines += [f"  - name: by-glob-{n}", "    on: meeting.started", f"    when: {{topic: {{glob: 'T{n}*'}}}}",
+                  "    do: [livestream.start]"]
+    lines += ["  - name: by-host", "    on: meeting.started", "    when: {host_id: [hostA, hostB], id: {gt: 5}}",
+              "    do: [livestream.start]"]
+    path = tmp_path / "many.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    rules = load_rules(path)
+    event = ev({"id": str(10_000_000_042), "topic": "T7 weekly"})
+    assert [r.name for r in rules.matching(event)] == ["by-id-42", "by-glob-7", "by-host"]
+    assert len(rules.candidates(event)) == 1 + 20 + 1  # one id bucket, the globs, the host bucket
+    assert matches(rules, event)
