@@ -22,7 +22,8 @@ from .settings import Settings
 from .store.contract import Attempt, Job, Store
 from .zoom import Answer, TokenError, ZoomClient
 
-LEASE_SECONDS = 120        # longer than pacing wait + connect + read timeouts
+LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts
+REAP_EVERY = 10.0          # look for leases held by dead processes on this host this often
 POLL_SECONDS = 0.5         # idle threads look for due retries this often
 RATE_LIMIT_DEFAULT = 30.0  # Zoom's advice when a 429 has no Retry-After
 BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
@@ -50,6 +51,7 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
+        self._reaped_at = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> "Dispatcher":
@@ -96,6 +98,17 @@ class Dispatcher:
                     if self._generation == generation and not self._stopping.is_set():
                         self._cond.wait(POLL_SECONDS)
 
+    def reap(self, now: float) -> None:
+        """Release leases of dispatchers on this host whose process is gone (kill -9, OOM), at once;
+        leases of other hosts' dispatchers expire after LEASE_SECONDS."""
+        host = socket.gethostname()
+        for owner in self.store.lease_owners():
+            owner_host, _, rest = owner.partition(":")
+            pid = rest.split(":", 1)[0]
+            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                released = self.store.release(owner, now)
+                log("released the jobs of a dead dispatcher", owner=owner, jobs=released)
+
     # -- one job
     def run_once(self) -> bool:
         """Claim and run one due job; False when none was due."""
@@ -103,6 +116,9 @@ class Dispatcher:
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
             self.store.prune(now - self.settings.history_days * 86400)
+        if now - self._reaped_at > REAP_EVERY:
+            self._reaped_at = now
+            self.reap(now)
         job = self.store.claim(self.owner, now, LEASE_SECONDS)
         if job is None:
             return False
@@ -187,6 +203,16 @@ class Dispatcher:
             path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,
             zoom_code=attempt.zoom_code, message=attempt.message, next_at=attempt.next_at,
             ms=attempt.duration_ms, lease_lost=not held or None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _network_failure(exc: requests.RequestException) -> str:

@@ -92,6 +92,10 @@ class ZoomStandIn:
         with self._lock:
             self._scripts.setdefault(prefix, []).extend(replies)
 
+    def clear_scripts(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+
     def script_token(self, replies: list[Reply]) -> None:
         with self._lock:
             self._token_script.extend(replies)

@@ -109,6 +109,15 @@ class Store:
         `rate` calls across every process sharing this store; return it (>= now)."""
         raise NotImplementedError
 
+    def lease_owners(self) -> set[str]:
+        """The owners currently holding leases on running jobs."""
+        raise NotImplementedError
+
+    def release(self, owner: str, now: float) -> int:
+        """Make every job leased to `owner` (a dispatcher known to be dead) pending and due now;
+        return how many. Its in-flight calls may be repeated: delivery is at least once."""
+        raise NotImplementedError
+
     def retry(self, job_id: int | None, now: float, deadline: float) -> int:
         """Re-queue one dead job (or, with None, every dead job) as pending now, with a new deadline
         and no failures counted; return how many."""

@@ -214,6 +214,15 @@ class SQLiteStore(Store):
 
         return self._write(work)
 
+    def lease_owners(self) -> set[str]:
+        rows = self._conn().execute("SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running'").fetchall()
+        return {row[0] for row in rows}
+
+    def release(self, owner: str, now: float) -> int:
+        return self._write(lambda conn: conn.execute(
+            "UPDATE jobs SET status = 'pending', due_at = ?, lease_owner = '', lease_until = 0, updated_at = ? "
+            "WHERE status = 'running' AND lease_owner = ?", (now, now, owner)).rowcount)
+
     def retry(self, job_id: int | None, now: float, deadline: float) -> int:
         def work(conn):
             sql = ("UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? "
