@@ -341,8 +341,9 @@ def cmd_dev(args) -> int:
     print('  python3 -m reactor send meeting.started --topic "Town Hall"')
     print("  .venv/bin/python -m reactor history")
     sys.stdout.flush()
-    cmd = ["gunicorn", "-c", "python:reactor.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "reactor:create_app()"]
-    os.execvpe(cmd[0], cmd, env)
+    cmd = [sys.executable, "-m", "gunicorn", "-c", "python:reactor.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+           "reactor:create_app()"]
+    os.execve(cmd[0], cmd, env)
 
 
 COMMANDS = {"send": cmd_send, "check": cmd_check, "explain": cmd_explain, "history": cmd_history,
