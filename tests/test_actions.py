@@ -253,3 +253,37 @@ def test_no_secret_in_logs_or_history(make_server, zoom):
         "latin-1")
     for secret in [SECRET, CLIENT_SECRET, STREAM_KEY, *zoom.issued_tokens()]:
         assert secret not in everything, secret
+
+
+def test_token_is_shared_and_refreshed_before_it_expires(make_server, zoom):
+    zoom.token_lifetime = 62  # refreshed 60 s ahead: good for about 2 s
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env={"WEB_CONCURRENCY": "1"})
+    for n in range(3):
+        server.post(event(meeting_id=str(1000 + n), topic="Plain"))
+    zoom.wait_for(3)
+    assert len(zoom.token_calls) == 1, "one token for all threads"
+    time.sleep(2.5)
+    server.post(event(meeting_id="1010", topic="Plain"))
+    [*_, last] = zoom.wait_for(4)
+    assert len(zoom.token_calls) == 2 and last.headers["authorization"] == "Bearer standin-token-2"
+
+
+def test_token_endpoint_down_retries_then_succeeds(make_server, zoom):
+    from tests.zoom_standin import Reply as R
+    zoom.script_token([R(503, {"reason": "down"}), R(reset=True)])
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env={"WEB_CONCURRENCY": "1"})
+    server.post(event(meeting_id="1100", topic="Plain"))
+    [job] = server.wait_jobs(1, timeout=20)
+    assert job["status"] == "done"
+    assert [a["outcome"] for a in job["attempt_log"]] == ["retry", "retry", "done"]
+    assert "token endpoint" in job["attempt_log"][0]["message"]
+
+
+def test_wrong_credentials_are_dead_with_a_clear_message(make_server, zoom):
+    from tests.zoom_standin import Reply as R
+    zoom.script_token([R(400, {"reason": "Invalid client_id or client_secret", "error": "invalid_client"})])
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env={"WEB_CONCURRENCY": "1"})
+    server.post(event(meeting_id="1101", topic="Plain"))
+    [job] = server.wait_jobs(1)
+    assert job["status"] == "dead" and "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET" in job["last_message"]
+    assert zoom.api_calls() == []

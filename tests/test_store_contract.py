@@ -1,0 +1,161 @@
+"""The store contract (reactor/store/contract.py), run against every backend."""
+import threading
+
+import pytest
+
+from reactor.plan import PlannedAction
+from reactor.store.contract import Attempt, NewDelivery
+from tests.backends import BACKENDS
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    store = request.param(tmp_path)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def delivery(key: str, order_key="meetings/1", ts_ms=1_800_000_000_000, confirms="", event="meeting.started"):
+    return NewDelivery(dedup_key=key, event=event, event_ts_ms=ts_ms, received_at=T0, body={"event": event},
+                       verdicts=[{"rule": "r", "matched": True, "why": ""}], order_key=order_key, confirms=confirms)
+
+
+def action(order_key="meetings/1", kind="livestream.start", account="acc"):
+    return PlannedAction(rule="r", kind=kind, method="PATCH", path=f"/{order_key}/livestream/status",
+                         body={"action": "start"}, order_key=order_key, account=account)
+
+
+def test_accept_stores_delivery_and_jobs_once(store):
+    first = store.accept(delivery("k1"), [action(), action()], T0 + 1800)
+    assert not first.duplicate and len(first.job_ids) == 2
+    again = store.accept(delivery("k1"), [action()], T0 + 1800)
+    assert again.duplicate and again.delivery_id == first.delivery_id and again.job_ids == ()
+    assert store.counts()["deliveries"] == 1 and store.counts()["pending"] == 2
+
+
+def test_concurrent_accepts_of_one_key_store_one(store):
+    results = []
+    barrier = threading.Barrier(8)
+
+    def go():
+        barrier.wait()
+        results.append(store.accept(delivery("same"), [action()], T0 + 1800))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(r.duplicate for r in results) == [False] + [True] * 7
+    assert store.counts() == {**store.counts(), "deliveries": 1, "pending": 1}
+
+
+def test_claim_leases_one_job_to_one_owner(store):
+    store.accept(delivery("k"), [action()], T0 + 1800)
+    job = store.claim("a", T0, 60)
+    assert job is not None and job.status == "running" and job.action == action()
+    assert store.claim("b", T0 + 1, 60) is None
+    stolen = store.claim("b", T0 + 61, 60)  # the lease expired: a's dispatcher is presumed dead
+    assert stolen is not None and stolen.id == job.id
+    assert not store.finish(job, "a", Attempt(T0 + 62, "done"), "done"), "a lost the lease"
+    assert store.finish(stolen, "b", Attempt(T0 + 62, "done"), "done")
+    assert store.counts()["done"] == 1
+
+
+def test_concurrent_claims_never_share_a_job(store):
+    for n in range(40):
+        store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
+    claimed, lock = [], threading.Lock()
+
+    def go(owner):
+        while True:
+            job = store.claim(owner, T0, 60)
+            if job is None:
+                return
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=go, args=(f"o{n}",)) for n in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
+
+
+def test_only_the_head_of_a_meeting_is_claimable_and_meetings_run_in_parallel(store):
+    store.accept(delivery("late", ts_ms=2_000), [action()], T0 + 1800)
+    store.accept(delivery("early", ts_ms=1_000), [action(kind="livestream.stop")], T0 + 1800)
+    store.accept(delivery("other", order_key="meetings/2", ts_ms=3_000), [action("meetings/2")], T0 + 1800)
+    first = store.claim("a", T0, 60)
+    second = store.claim("a", T0, 60)
+    assert first.action.kind == "livestream.stop" and second.action.order_key == "meetings/2"
+    assert store.claim("a", T0, 60) is None, "meeting 1's later job waits for the earlier one"
+    store.finish(first, "a", Attempt(T0, "retry"), "pending", T0 + 5, failure=True)
+    assert store.claim("a", T0 + 1, 60) is None, "a retry waiting keeps its place at the head"
+    again = store.claim("a", T0 + 5, 60)
+    assert again.id == first.id and again.failures == 1
+    store.finish(again, "a", Attempt(T0 + 5, "done"), "done")
+    assert store.claim("a", T0 + 5, 60).action.kind == "livestream.start"
+
+
+def test_superseded_when_a_later_event_already_ran(store):
+    store.accept(delivery("later", ts_ms=2_000), [action()], T0 + 1800)
+    job = store.claim("a", T0, 60)
+    store.finish(job, "a", Attempt(T0, "done"), "done")
+    store.accept(delivery("earlier", ts_ms=1_000), [action(kind="livestream.stop")], T0 + 1800)
+    old = store.claim("a", T0, 60)
+    assert store.superseded(old) and not store.superseded(job)
+
+
+def test_release_and_lease_owners(store):
+    store.accept(delivery("k"), [action()], T0 + 1800)
+    job = store.claim("host:123:x", T0, 60)
+    assert store.lease_owners() == {"host:123:x"}
+    assert store.release("host:123:x", T0 + 1) == 1
+    assert store.claim("b", T0 + 1, 60).id == job.id
+
+
+def test_retry_requeues_dead_jobs(store):
+    store.accept(delivery("k"), [action()], T0 + 1800)
+    job = store.claim("a", T0, 60)
+    store.finish(job, "a", Attempt(T0, "dead", 404, 1001, "User does not exist"), "dead")
+    assert store.retry(None, T0 + 10, T0 + 2000) == 1
+    assert store.retry(job.id, T0 + 10, T0 + 2000) == 0
+    again = store.claim("a", T0 + 10, 60)
+    assert again.id == job.id and again.deadline == T0 + 2000 and again.failures == 0
+
+
+def test_confirmation_marks_the_newest_done_start(store):
+    store.accept(delivery("k"), [action()], T0 + 1800)
+    job = store.claim("a", T0, 60)
+    store.finish(job, "a", Attempt(T0, "done", 204), "done")
+    store.accept(delivery("c", confirms="livestream.start", event="meeting.live_streaming_started"), [], T0 + 1800)
+    [job_row] = [j for d in store.history() for j in d["jobs"]]
+    assert job_row["confirmed_at"] is not None
+
+
+def test_history_filters_and_attempts(store):
+    store.accept(delivery("k", order_key="meetings/77"), [action("meetings/77")], T0 + 1800)
+    store.accept(delivery("k2", order_key="meetings/78"), [action("meetings/78")], T0 + 1800)
+    job = store.claim("a", T0, 60)
+    store.finish(job, "a", Attempt(T0, "dead", 404, 1001, "User does not exist", sent={"path": "/x"}), "dead")
+    [d] = store.history(meeting="77")
+    assert d["jobs"][0]["attempt_log"][0]["zoom_code"] == 1001 and d["jobs"][0]["attempt_log"][0]["sent"] == {"path": "/x"}
+    assert [x["order_key"] for x in store.history(status="dead")] == ["meetings/77"]
+    assert store.history(since=T0 + 1) == []
+
+
+def test_prune_keeps_unfinished_work(store):
+    store.accept(delivery("old-done"), [], T0 + 1800)
+    store.accept(delivery("old-pending", order_key="meetings/9"), [action("meetings/9")], T0 + 1800)
+    assert store.prune(T0 + 1) == 1
+    assert [d["dedup_key"] for d in store.history()] == ["old-pending"]
+
+
+def test_reserve_slot_never_exceeds_the_rate_in_any_window(store):
+    slots = [store.reserve_slot("acc", 10, T0) for _ in range(35)]
+    slots.sort()
+    for i, start in enumerate(slots):
+        assert sum(1 for s in slots[i:] if s - start < 1.0) <= 10
+    assert slots[-1] - slots[0] < 3.2, "about rate per second, not slower"
+    assert store.reserve_slot("other", 10, T0) == T0, "accounts are paced separately"
