@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     active = ActiveRules(settings, rules, stamp)
     store = open_store(settings.database_url)
     try:
-        store.migrate()
+        store.check_schema()
     except SchemaError:
         raise
     except StoreError as exc:  # the database is down for now: start anyway, /readyz and webhooks say 503
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
 
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
+        store.listen(lambda: reactor.dispatcher.wake())
     _watch_rules(active)
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])

@@ -304,7 +304,7 @@ def cmd_worker(args) -> int:
     try:
         settings = Settings.from_env(webhooks=False)
         store = open_store(settings.database_url)
-        store.migrate()
+        store.check_schema()
     except ReactorError as exc:
         print(f"reactor worker cannot start: {exc}", file=sys.stderr)
         return 3
@@ -313,9 +313,9 @@ def cmd_worker(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     dispatcher.start()
+    store.listen(dispatcher.wake)
     log("worker started", pid=os.getpid(), threads=dispatcher.threads)
-    while not stop.wait(1.0):
-        dispatcher.wake(dispatcher.threads)  # without a notification channel, poll for new work every second
+    stop.wait()
     dispatcher.stop()
     return 0
 

@@ -30,10 +30,9 @@ def on_starting(server):
     try:
         settings = Settings.from_env()
         rules = validate(settings)
-        if settings.database_url.startswith("sqlite:"):  # the embedded store migrates itself
-            store = open_store(settings.database_url)
-            store.migrate()
-            store.close()  # no connection crosses the fork
+        store = open_store(settings.database_url)
+        store.check_schema()  # SQLite migrates itself; PostgreSQL must have been migrated
+        store.close()  # no connection crosses the fork
     except ReactorError as exc:
         sys.stderr.write(f"reactor cannot start: {exc}\n")
         sys.stderr.flush()

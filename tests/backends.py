@@ -1,9 +1,63 @@
-"""The store backends the contract tests run against."""
+"""The store backends the contract tests run against, and the PostgreSQL the tests may use.
+
+PostgreSQL tests run when REACTOR_TEST_DATABASE_URL is set or a server answers at 127.0.0.1:5432;
+otherwise they are skipped, and said so. With REACTOR_REQUIRE_POSTGRES=1 (CI) a skip is a failure.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import quote
+
+import pytest
+
 from reactor.store.sqlite import SQLiteStore
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("REACTOR_TEST_DATABASE_URL")
+    if url:
+        return url
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return DEFAULT_PG
+    except OSError:
+        return None
+
+
+def require_postgres() -> str:
+    url = postgres_url()
+    if url is None:
+        if os.environ.get("REACTOR_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (REACTOR_REQUIRE_POSTGRES=1) but none answers at 127.0.0.1:5432 "
+                        "and REACTOR_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL tests skipped: no server at 127.0.0.1:5432 and REACTOR_TEST_DATABASE_URL not set")
+    return url
+
+
+def fresh_postgres_schema() -> str:
+    """A DATABASE_URL whose tables live in a new, empty schema of the test database."""
+    import psycopg
+
+    base = require_postgres()
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={name}')}"
 
 
 def sqlite_store(tmp_path):
     return SQLiteStore(str(tmp_path / "contract.db"))
 
 
-BACKENDS = [sqlite_store]
+def postgres_store(tmp_path):
+    from reactor.store.postgres import PostgresStore
+
+    return PostgresStore(fresh_postgres_schema())
+
+
+BACKENDS = [pytest.param(sqlite_store, id="sqlite"), pytest.param(postgres_store, id="postgres")]

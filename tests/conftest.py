@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from reactor.signature import sign
-from reactor.store.sqlite import SQLiteStore
+from reactor.store import open_store
 from tests.zoom_standin import ZoomStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,8 +125,9 @@ class ReactorServer:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def store(self) -> SQLiteStore:
-        return SQLiteStore(str(self.db))
+    def store(self):
+        """The store this server uses, opened from its DATABASE_URL."""
+        return open_store(self.env["DATABASE_URL"])
 
     def history(self, **filters) -> list[dict]:
         store = self.store()

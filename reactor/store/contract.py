@@ -69,6 +69,14 @@ class Store:
         """Create or upgrade the schema. Idempotent."""
         raise NotImplementedError
 
+    def check_schema(self) -> None:
+        """Before serving: the embedded store migrates itself; a shared one raises SchemaError
+        (saying to run `python -m reactor migrate`) unless its schema is exactly this reactor's."""
+        raise NotImplementedError
+
+    def listen(self, wake) -> None:
+        """Call wake() whenever another process commits due work (optional: polling is the fallback)."""
+
     def ping(self) -> None:
         """Raise StoreError unless the database answers now (readiness)."""
         raise NotImplementedError

@@ -1,0 +1,131 @@
+"""The shared store: PostgreSQL through a psycopg 3 connection pool.
+
+Claims take `FOR UPDATE SKIP LOCKED`, dedup is a unique constraint with ON CONFLICT DO NOTHING,
+pacing is serialised per account by a transaction-scoped advisory lock, and committed work is
+announced with NOTIFY so every dispatcher wakes at once (polling is only the fallback).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import SchemaError, StoreError
+from ..logs import log
+from .sql import SCHEMA_VERSION, SQLStore, schema
+
+CHANNEL = "reactor_jobs"
+CONNECT_SECONDS = 2      # a connection not had in this time fails the request: 503 inside Zoom's 3 s
+
+
+class PostgresStore(SQLStore):
+    claim_lock = "FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, max_size: int = 16):
+        self.url = url
+        self.max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> ConnectionPool:
+        """The pool of this process, opened on first use (so never carried across fork)."""
+        if self._pool is None or self._pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self._pool = ConnectionPool(
+                        self.url, min_size=1, max_size=self.max_size, open=True, timeout=CONNECT_SECONDS,
+                        kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
+                        check=ConnectionPool.check_connection, reconnect_timeout=0, name="reactor")
+        return self._pool
+
+    @contextmanager
+    def _connection(self):
+        try:
+            with self._get_pool().connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise StoreError(f"PostgreSQL did not give a connection within {CONNECT_SECONDS} s") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL failed: {_short(exc)}") from None
+
+    @contextmanager
+    def transaction(self):
+        with self._connection() as conn:
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def reading(self):
+        with self._connection() as conn:
+            yield conn
+
+    def run(self, conn, sql: str, params: tuple = ()):
+        return conn.execute(sql.replace("?", "%s"), params, prepare=True)
+
+    def lock_pacing(self, conn, account: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("reactor-pacing:" + account,))
+
+    def announce(self, conn) -> None:
+        conn.execute(f"NOTIFY {CHANNEL}")
+
+    def migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('reactor-migrate'))")
+            conn.execute("CREATE TABLE IF NOT EXISTS reactor_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) AS v FROM reactor_schema").fetchone()
+            version = row["v"] or 0
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"the database has schema version {version}, newer than this reactor "
+                                  f"({SCHEMA_VERSION}): upgrade reactor")
+            if version < SCHEMA_VERSION:
+                conn.execute(schema("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"))
+                conn.execute("INSERT INTO reactor_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+    def check_schema(self) -> None:
+        with self.reading() as conn:
+            exists = conn.execute("SELECT to_regclass('reactor_schema') AS t").fetchone()["t"]
+            version = conn.execute("SELECT max(version) AS v FROM reactor_schema").fetchone()["v"] if exists else None
+        if version != SCHEMA_VERSION:
+            found = "no reactor schema" if version is None else f"schema version {version}"
+            raise SchemaError(f"the database has {found}; this reactor needs version {SCHEMA_VERSION}: "
+                              f"run `python -m reactor migrate` (the Procfile's release: step)")
+
+    def ping(self) -> None:
+        with self.reading() as conn:
+            conn.execute("SELECT 1")
+
+    def listen(self, wake) -> None:
+        """A thread holding one LISTEN connection; reconnects with back-off when the server goes away."""
+
+        def loop():
+            delay = 0.5
+            while True:
+                try:
+                    with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_SECONDS) as conn:
+                        conn.execute(f"LISTEN {CHANNEL}")
+                        delay = 0.5
+                        wake()  # work may have been committed while we were not listening
+                        for _ in conn.notifies():
+                            wake()
+                except psycopg.Error as exc:
+                    log("LISTEN connection lost; polling until it is back", 30, error=_short(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+
+        threading.Thread(target=loop, name="reactor-listen", daemon=True).start()
+
+    def close(self) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.close()
+        self._pool = None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

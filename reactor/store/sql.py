@@ -1,0 +1,262 @@
+"""The store's queries, shared by the SQLite and PostgreSQL dialects (written with ? placeholders).
+
+A dialect supplies connections and transactions, its DDL, and what SQL cannot say portably:
+how to serialise pacing per account and how to wake other processes' dispatchers.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+from ..plan import PlannedAction
+from .contract import Accepted, Attempt, Job, NewDelivery, Store
+
+SCHEMA_VERSION = 1
+
+# The head of each order_key: no earlier pending/running job on the same key.
+_IS_HEAD = """NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_key = j.order_key
+                 AND k.status IN ('pending', 'running')
+                 AND (k.event_ts, k.delivery_id, k.seq) < (j.event_ts, j.delivery_id, j.seq))"""
+
+_CLAIM = f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1,
+                updated_at = ?
+             WHERE id = (SELECT j.id FROM jobs j
+                         WHERE ((j.status = 'pending' AND j.due_at <= ?) OR (j.status = 'running' AND j.lease_until < ?))
+                           AND {_IS_HEAD}
+                         ORDER BY j.due_at, j.id LIMIT 1 {{lock}})
+             RETURNING *"""
+
+
+class SQLStore(Store):
+    """Store semantics in SQL; subclasses are dialects."""
+
+    claim_lock = ""  # PostgreSQL: FOR UPDATE SKIP LOCKED
+
+    # -- what a dialect provides
+    @contextmanager
+    def transaction(self):
+        """Yield a connection inside one transaction that holds the write lock where the engine has one;
+        commit on exit, roll back on error, raise StoreError when the database fails."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def reading(self):
+        """Yield a connection for reads; raise StoreError when the database fails."""
+        raise NotImplementedError
+        yield
+
+    def run(self, conn, sql: str, params: tuple = ()):
+        """Execute one statement; return the cursor."""
+        return conn.execute(sql, params)
+
+    def lock_pacing(self, conn, account: str) -> None:
+        """Serialise reserve_slot per account across processes (SQLite's write lock already does)."""
+
+    def announce(self, conn) -> None:
+        """Tell other processes' dispatchers that jobs were committed (at commit)."""
+
+    # -- the contract
+    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
+        with self.transaction() as conn:
+            row = self.run(conn,
+                "INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                (delivery.dedup_key, delivery.event, delivery.event_ts_ms, delivery.order_key,
+                 delivery.received_at, json.dumps(delivery.body), json.dumps(delivery.verdicts))).fetchone()
+            if row is None:
+                row = self.run(conn, "SELECT id FROM deliveries WHERE dedup_key = ?", (delivery.dedup_key,)).fetchone()
+                return Accepted(row["id"], True)
+            delivery_id = row["id"]
+            job_ids = []
+            for seq, action in enumerate(actions):
+                job = self.run(conn,
+                    "INSERT INTO jobs (delivery_id, seq, kind, action, order_key, account, event_ts, status, due_at, "
+                    "deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
+                    (delivery_id, seq, action.kind, json.dumps(action.to_dict()), action.order_key, action.account,
+                     delivery.event_ts_ms, delivery.received_at, deadline, delivery.received_at)).fetchone()
+                job_ids.append(job["id"])
+            if delivery.confirms and delivery.order_key:
+                self.run(conn,
+                    "UPDATE jobs SET confirmed_at = ? WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
+                    "AND status = 'done' AND confirmed_at IS NULL AND kind = ? ORDER BY event_ts DESC, id DESC LIMIT 1)",
+                    (delivery.received_at, delivery.order_key, delivery.confirms))
+            if job_ids:
+                self.announce(conn)
+            return Accepted(delivery_id, False, tuple(job_ids))
+
+    def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
+        with self.transaction() as conn:
+            row = self.run(conn, _CLAIM.format(lock=self.claim_lock),
+                           (owner, now + lease_seconds, now, now, now)).fetchone()
+        return _job(row) if row else None
+
+    def superseded(self, job: Job) -> bool:
+        with self.reading() as conn:
+            return self.run(conn,
+                "SELECT 1 FROM jobs WHERE order_key = ? AND event_ts > ? AND status IN ('running', 'done', 'dead') "
+                "AND id != ? LIMIT 1", (job.action.order_key, job.event_ts_ms, job.id)).fetchone() is not None
+
+    def finish(self, job: Job, owner: str, attempt: Attempt, status: str, due_at: float | None = None,
+               failure: bool = False) -> bool:
+        with self.transaction() as conn:
+            self.run(conn,
+                "INSERT INTO attempts (job_id, at, outcome, http_status, zoom_code, message, next_at, duration_ms, "
+                "sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, attempt.at, attempt.outcome, attempt.http_status, attempt.zoom_code, attempt.message,
+                 attempt.next_at, attempt.duration_ms, json.dumps(attempt.sent)))
+            cur = self.run(conn,
+                "UPDATE jobs SET status = ?, due_at = COALESCE(?, due_at), lease_owner = '', lease_until = 0, "
+                "failures = failures + ?, last_message = ?, updated_at = ? "
+                "WHERE id = ? AND lease_owner = ? AND status = 'running'",
+                (status, due_at, int(failure), attempt.message, attempt.at, job.id, owner))
+            held = cur.rowcount == 1
+            if held and status == "pending":
+                self.announce(conn)
+            return held
+
+    def reserve_slot(self, account: str, rate: float, now: float, margin: float = 0.025) -> float:
+        per_window = max(1, int(rate))
+        window = per_window / rate  # seconds that per_window calls may take (1 s for whole rates)
+        with self.transaction() as conn:
+            self.lock_pacing(conn, account)
+            row = self.run(conn, "SELECT slot FROM pacing WHERE account = ? ORDER BY slot DESC LIMIT 1 OFFSET ?",
+                           (account, per_window - 1)).fetchone()
+            slot = max(now, row["slot"] + window + margin) if row else now
+            self.run(conn, "INSERT INTO pacing (account, slot) VALUES (?, ?)", (account, slot))
+            self.run(conn, "DELETE FROM pacing WHERE account = ? AND slot < ?", (account, now - 2 * window - 1))
+            return slot
+
+    def lease_owners(self) -> set[str]:
+        with self.reading() as conn:
+            rows = self.run(conn, "SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running'").fetchall()
+        return {row["lease_owner"] for row in rows}
+
+    def release(self, owner: str, now: float) -> int:
+        with self.transaction() as conn:
+            count = self.run(conn,
+                "UPDATE jobs SET status = 'pending', due_at = ?, lease_owner = '', lease_until = 0, updated_at = ? "
+                "WHERE status = 'running' AND lease_owner = ?", (now, now, owner)).rowcount
+            if count:
+                self.announce(conn)
+            return count
+
+    def retry(self, job_id: int | None, now: float, deadline: float) -> int:
+        sql = ("UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? "
+               "WHERE status = 'dead'")
+        with self.transaction() as conn:
+            if job_id is None:
+                count = self.run(conn, sql, (now, deadline, now)).rowcount
+            else:
+                count = self.run(conn, sql + " AND id = ?", (now, deadline, now, job_id)).rowcount
+            if count:
+                self.announce(conn)
+            return count
+
+    def prune(self, before: float) -> int:
+        with self.transaction() as conn:
+            return self.run(conn,
+                "DELETE FROM deliveries WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM jobs WHERE "
+                "jobs.delivery_id = deliveries.id AND jobs.status IN ('pending', 'running'))", (before,)).rowcount
+
+    def history(self, meeting=None, since=None, status=None, limit=200) -> list[dict]:
+        where, args = [], []
+        if meeting:
+            where.append("d.order_key IN (?, ?)")
+            args += [f"meetings/{meeting}", f"webinars/{meeting}"]
+        if since is not None:
+            where.append("d.received_at >= ?")
+            args.append(since)
+        if status:
+            where.append("EXISTS (SELECT 1 FROM jobs s WHERE s.delivery_id = d.id AND s.status = ?)")
+            args.append(status)
+        sql = "SELECT * FROM deliveries d" + (" WHERE " + " AND ".join(where) if where else "")
+        out = []
+        with self.reading() as conn:
+            for d in self.run(conn, sql + " ORDER BY d.id DESC LIMIT ?", (*args, limit)).fetchall():
+                jobs = []
+                for j in self.run(conn, "SELECT * FROM jobs WHERE delivery_id = ? ORDER BY seq", (d["id"],)).fetchall():
+                    attempts = [{**dict(a), "sent": json.loads(a["sent"])} for a in self.run(
+                        conn, "SELECT * FROM attempts WHERE job_id = ? ORDER BY id", (j["id"],)).fetchall()]
+                    job = {k: j[k] for k in ("id", "status", "due_at", "deadline", "attempts", "failures",
+                                             "last_message", "confirmed_at", "order_key")}
+                    job["action"] = json.loads(j["action"])
+                    job["attempt_log"] = attempts
+                    jobs.append(job)
+                out.append({"id": d["id"], "event": d["event"], "event_ts": d["event_ts"], "order_key": d["order_key"],
+                            "received_at": d["received_at"], "dedup_key": d["dedup_key"],
+                            "verdicts": json.loads(d["verdicts"]), "body": json.loads(d["body"]), "jobs": jobs})
+        return out
+
+    def counts(self) -> dict:
+        out = {"deliveries": 0, "pending": 0, "running": 0, "done": 0, "dead": 0, "skipped": 0}
+        with self.reading() as conn:
+            out["deliveries"] = self.run(conn, "SELECT count(*) AS n FROM deliveries").fetchone()["n"]
+            for row in self.run(conn, "SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall():
+                out[row["status"]] = row["n"]
+        return out
+
+
+def _job(row) -> Job:
+    return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),
+               event_ts_ms=row["event_ts"], deadline=row["deadline"], attempts=row["attempts"],
+               status=row["status"], lease_owner=row["lease_owner"], failures=row["failures"])
+
+
+def schema(ident: str, real: str, text_json: str = "TEXT") -> str:
+    """The DDL, with the dialect's auto-increment key, float and JSON text types."""
+    return f"""
+CREATE TABLE IF NOT EXISTS deliveries (
+    id {ident},
+    dedup_key TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    event_ts BIGINT NOT NULL,
+    order_key TEXT NOT NULL,
+    received_at {real} NOT NULL,
+    body {text_json} NOT NULL,
+    verdicts {text_json} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
+CREATE INDEX IF NOT EXISTS deliveries_order_key ON deliveries (order_key);
+CREATE TABLE IF NOT EXISTS jobs (
+    id {ident},
+    delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    action {text_json} NOT NULL,
+    order_key TEXT NOT NULL,
+    account TEXT NOT NULL,
+    event_ts BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    due_at {real} NOT NULL,
+    deadline {real} NOT NULL,
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_until {real} NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_message TEXT NOT NULL DEFAULT '',
+    confirmed_at {real},
+    updated_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, due_at);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (order_key, status, event_ts);
+CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs (delivery_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id {ident},
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    at {real} NOT NULL,
+    outcome TEXT NOT NULL,
+    http_status INTEGER,
+    zoom_code BIGINT,
+    message TEXT NOT NULL,
+    next_at {real},
+    duration_ms {real},
+    sent {text_json} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
+CREATE TABLE IF NOT EXISTS pacing (
+    account TEXT NOT NULL,
+    slot {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacing_account ON pacing (account, slot);
+"""

@@ -1,0 +1,186 @@
+"""Scale-out on PostgreSQL: two gunicorn instances and a worker on one database, as on a PaaS."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.backends import fresh_postgres_schema
+from tests.conftest import ROOT, TOWN_HALL_RULES, event, signed_headers
+from tests.zoom_standin import Reply
+
+PLAIN = TOWN_HALL_RULES + """
+  - name: Plain start
+    on: meeting.started
+    when: {topic: {glob: "Plain*"}}
+    do: [livestream.start]
+"""
+
+
+@pytest.fixture
+def pg_url():
+    return fresh_postgres_schema()
+
+
+def migrate(url: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": url}, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+class Worker:
+    """`python -m reactor worker`, as the Procfile's worker: line runs it."""
+
+    def __init__(self, server):
+        self.log = open(server.tmp / "worker.log", "ab")
+        env = {k: v for k, v in server.env.items() if k != "ZOOM_WEBHOOK_SECRET_TOKEN"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "reactor", "worker"], cwd=server.tmp, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+        self.log.close()
+
+
+def cluster(make_server, zoom, url, workers=1, env=None):
+    migrate(url)
+    env = {"DATABASE_URL": url, "WEB_CONCURRENCY": "2", **(env or {})}
+    a = make_server(PLAIN, zoom=zoom, env=env, sub="a")
+    b = make_server(PLAIN, zoom=zoom, env=env, sub="b")
+    started = [Worker(a) for _ in range(workers)]
+    return a, b, started
+
+
+def post_raw(url, body):
+    raw = json.dumps(body).encode()
+    return requests.post(url + "/webhooks/zoom", data=raw, headers=signed_headers(raw), timeout=10)
+
+
+def test_web_refuses_to_start_on_an_unmigrated_database(make_server, pg_url):
+    server = make_server(PLAIN, env={"DATABASE_URL": pg_url}, start=False)
+    server.start(wait=False)
+    assert server.proc.wait(30) != 0
+    assert "run `python -m reactor migrate`" in server.logs()
+
+
+def test_burst_over_two_instances_gives_one_call_per_meeting(make_server, zoom, pg_url):
+    a, b, workers = cluster(make_server, zoom, pg_url, env={"REACTOR_ZOOM_RATE": "1000"})
+    try:
+        ids = [str(20_000_000_000 + n) for n in range(300)]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda i: post_raw((a, b)[int(i) % 2].url, event(meeting_id=i, topic="Plain")),
+                                    ids))
+        assert all(r.status_code == 200 for r in answers)
+        zoom.wait_for(300, timeout=60)
+        time.sleep(1.0)
+        paths = [c.path for c in zoom.api_calls()]
+        assert len(paths) == 300 and len(set(paths)) == 300
+    finally:
+        [w.stop() for w in workers]
+
+
+def test_same_delivery_at_two_instances_at_once_is_acted_on_once(make_server, zoom, pg_url):
+    a, b, workers = cluster(make_server, zoom, pg_url, workers=0)
+    body = event(meeting_id="31000000000", topic="Plain")
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def go(server):
+        barrier.wait()
+        answers.append(post_raw(server.url, body).json()["status"])
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in (a, b, a, b)[:2]]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(answers) == ["accepted", "duplicate"]
+    zoom.wait_for(1)
+    time.sleep(1.0)
+    assert len(zoom.api_calls()) == 1
+
+
+def test_start_and_stop_at_different_instances_reach_zoom_in_event_order(make_server, zoom, pg_url):
+    a, b, workers = cluster(make_server, zoom, pg_url)
+    try:
+        for n in range(10):
+            mid = str(32_000_000_000 + n)
+            t0 = int(time.time() * 1000)
+            start = event(meeting_id=mid, topic="Town Hall", ts_ms=t0)
+            stop = event("meeting.ended", meeting_id=mid, topic="Town Hall", ts_ms=t0 + 5)
+            assert post_raw(a.url, start).status_code == 200
+            assert post_raw(b.url, stop).status_code == 200
+        zoom.wait_for(20, timeout=30)
+        by_meeting = {}
+        for call in zoom.api_calls():
+            by_meeting.setdefault(call.path, []).append(call.body["action"])
+        assert all(actions == ["start", "stop"] for actions in by_meeting.values()), by_meeting
+    finally:
+        [w.stop() for w in workers]
+
+
+def test_kill9_of_one_instance_the_survivors_complete_its_work(make_server, zoom, pg_url):
+    zoom.script("/v2/meetings/", [Reply(503, {"message": "down"})] * 30)
+    a, b, workers = cluster(make_server, zoom, pg_url, workers=0)
+    ids = [str(33_000_000_000 + n) for n in range(20)]
+    for mid in ids:
+        assert post_raw(a.url, event(meeting_id=mid, topic="Plain")).status_code == 200
+    zoom.wait_for(10)
+    a.kill9()
+    zoom.clear_scripts()
+    b.wait_jobs(20, statuses=("done",), timeout=60)
+    assert set(ids) <= {c.path.split("/")[3] for c in zoom.api_calls()}
+
+
+def test_postgres_restart_under_load_loses_nothing(make_server, zoom, pg_url):
+    a, b, workers = cluster(make_server, zoom, pg_url)
+    acked, statuses, stop = [], [], threading.Event()
+
+    def load(server, offset):
+        n = 0
+        while not stop.is_set():
+            mid = str(34_000_000_000 + offset + n)
+            n += 1
+            try:
+                r = post_raw(server.url, event(meeting_id=mid, topic="Plain"))
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    acked.append(mid)
+            except requests.RequestException:
+                statuses.append("error")
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=load, args=(s, off)) for s, off in ((a, 0), (b, 500_000))]
+    try:
+        [t.start() for t in threads]
+        time.sleep(1.0)
+        cluster_name = os.listdir("/etc/postgresql")[0]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster_name, "main", "restart"], check=True,
+                       timeout=120, capture_output=True)
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        [t.join() for t in threads]
+    assert set(statuses) <= {200, 503, "error"}, set(statuses)
+    before = len(acked)
+    # after the restart, new deliveries are accepted again and dispatch resumes by itself
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if post_raw(a.url, event(meeting_id=str(35_000_000_000 + len(acked)), topic="Plain")).status_code == 200:
+            acked.append(str(35_000_000_000 + len(acked)))
+            break
+        time.sleep(0.5)
+    assert len(acked) == before + 1, "accepting again after the restart"
+    deadline = time.time() + 60
+    while time.time() < deadline and not set(acked) <= {c.path.split("/")[3] for c in zoom.api_calls()}:
+        time.sleep(0.2)
+    called = {c.path.split("/")[3] for c in zoom.api_calls()}
+    assert set(acked) <= called, f"{len(set(acked) - called)} acknowledged deliveries never reached Zoom"
+    [w.stop() for w in workers]
