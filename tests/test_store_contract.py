@@ -156,6 +156,6 @@ def test_reserve_slot_never_exceeds_the_rate_in_any_window(store):
     slots = [store.reserve_slot("acc", 10, T0) for _ in range(35)]
     slots.sort()
     for i, start in enumerate(slots):
-        assert sum(1 for s in slots[i:] if s - start < 1.0) <= 10
-    assert slots[-1] - slots[0] < 3.2, "about rate per second, not slower"
+        assert sum(1 for s in slots[i:] if s - start < 1.05) <= 10, "10/s even with 50 ms of jitter"
+    assert slots[-1] - slots[0] < 3.6, "about rate per second, not slower"
     assert store.reserve_slot("other", 10, T0) == T0, "accounts are paced separately"

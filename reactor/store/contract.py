@@ -112,9 +112,10 @@ class Store:
         does (another dispatcher took the job over), in which case only the attempt is recorded."""
         raise NotImplementedError
 
-    def reserve_slot(self, account: str, rate: float, now: float, margin: float = 0.025) -> float:
-        """Reserve the next call time for `account` so that no 1-second window holds more than
-        `rate` calls across every process sharing this store; return it (>= now)."""
+    def reserve_slot(self, account: str, rate: float, now: float, margin: float = 0.05) -> float:
+        """Reserve the next call time for `account`, at least (1 + margin) / rate after the previous
+        one across every process sharing this store, so that no 1-second window holds more than
+        `rate` calls even with `margin` seconds of jitter; return it (>= now)."""
         raise NotImplementedError
 
     def lease_owners(self) -> set[str]:

@@ -12,6 +12,8 @@ from ..plan import PlannedAction
 from .contract import Accepted, Attempt, Job, NewDelivery, Store
 
 SCHEMA_VERSION = 1
+PACING_MARGIN = 0.05  # calls are spaced (1 + margin) / rate apart: any 1 s window holds `rate` calls even
+                      # when network and scheduling jitter shift them by up to margin seconds
 
 # The head of each order_key: no earlier pending/running job on the same key.
 _IS_HEAD = """NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_key = j.order_key
@@ -115,16 +117,16 @@ class SQLStore(Store):
                 self.announce(conn)
             return held
 
-    def reserve_slot(self, account: str, rate: float, now: float, margin: float = 0.025) -> float:
-        per_window = max(1, int(rate))
-        window = per_window / rate  # seconds that per_window calls may take (1 s for whole rates)
+    def reserve_slot(self, account: str, rate: float, now: float, margin: float = PACING_MARGIN) -> float:
+        interval = (1 + margin) / rate
         with self.transaction() as conn:
             self.lock_pacing(conn, account)
-            row = self.run(conn, "SELECT slot FROM pacing WHERE account = ? ORDER BY slot DESC LIMIT 1 OFFSET ?",
-                           (account, per_window - 1)).fetchone()
-            slot = max(now, row["slot"] + window + margin) if row else now
-            self.run(conn, "INSERT INTO pacing (account, slot) VALUES (?, ?)", (account, slot))
-            self.run(conn, "DELETE FROM pacing WHERE account = ? AND slot < ?", (account, now - 2 * window - 1))
+            row = self.run(conn, "SELECT slot FROM pacing WHERE account = ?", (account,)).fetchone()
+            slot = max(now, row["slot"] + interval) if row else now
+            if row:
+                self.run(conn, "UPDATE pacing SET slot = ? WHERE account = ?", (slot, account))
+            else:
+                self.run(conn, "INSERT INTO pacing (account, slot) VALUES (?, ?)", (account, slot))
             return slot
 
     def lease_owners(self) -> set[str]:
@@ -255,8 +257,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
 CREATE TABLE IF NOT EXISTS pacing (
-    account TEXT NOT NULL,
+    account TEXT PRIMARY KEY,
     slot {real} NOT NULL
 );
-CREATE INDEX IF NOT EXISTS pacing_account ON pacing (account, slot);
 """
