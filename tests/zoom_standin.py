@@ -39,6 +39,7 @@ class ZoomStandIn:
         self._token_script: list[Reply] = []
         self._issued = 0
         self.token_lifetime = 3600
+        self.chaos = None  # a function(call) -> Reply | None, consulted for unscripted API calls
         self._lock = threading.Lock()
         standin = self
 
@@ -113,7 +114,7 @@ class ZoomStandIn:
             for prefix, replies in self._scripts.items():
                 if call.path.startswith(prefix) and replies:
                     return replies.pop(0)
-            return Reply(204)
+            return (self.chaos and self.chaos(call)) or Reply(204)
 
     # -- reading
     def issued_tokens(self) -> list[str]:

@@ -1,0 +1,109 @@
+"""Faults: kill -9 at random moments, and Zoom failing in every way it can."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import requests
+
+from tests.conftest import event, free_port, signed_headers
+from tests.zoom_standin import Reply
+
+PLAIN = """
+rules:
+  - name: Plain start
+    on: meeting.started
+    when: {topic: {glob: "Plain*"}}
+    do: [livestream.start]
+"""
+
+
+def test_kill9_at_random_moments_loses_no_acknowledged_delivery(make_server, zoom):
+    rng = random.Random(7)
+    zoom.chaos = lambda call: (Reply(503, {"message": "chaos"}) if rng.random() < 0.2 else
+                               Reply(204, delay=0.3) if rng.random() < 0.1 else None)
+    server = make_server(PLAIN, zoom=zoom, env={"REACTOR_ZOOM_RATE": "1000"})
+    ids = [str(40_000_000_000 + n) for n in range(500)]
+    acked: list[str] = []
+    done = threading.Event()
+
+    def deliver():
+        session = requests.Session()
+        for mid in ids:
+            raw = json.dumps(event(meeting_id=mid, topic="Plain", uuid_=f"u-{mid}")).encode()
+            while True:  # like Zoom: redeliver until acknowledged
+                try:
+                    r = session.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw), timeout=5)
+                    if r.status_code == 200:
+                        acked.append(mid)
+                        break
+                    assert r.status_code == 503, r.text
+                except requests.RequestException:
+                    session = requests.Session()
+                time.sleep(0.05)
+        done.set()
+
+    poster = threading.Thread(target=deliver)
+    poster.start()
+    kills = 0
+    while not done.is_set() and kills < 4:
+        time.sleep(rng.uniform(0.3, 1.5))
+        if done.is_set():
+            break
+        server.kill9()
+        kills += 1
+        server.start()
+    poster.join(120)
+    assert kills >= 2, "the kills fell inside the stream of deliveries"
+    assert sorted(set(acked)) == ids
+    zoom.chaos = None
+    jobs = server.wait_jobs(500, statuses=("done",), timeout=120)
+    deliveries = server.history(limit=10000)
+    assert len(deliveries) == 500, "each acknowledged delivery stored once"
+    assert all(len(d["jobs"]) == 1 for d in deliveries), "no delivery without its action, none with two"
+    assert all(j["status"] == "done" for j in jobs)
+    reached = {c.path.split("/")[3] for c in zoom.api_calls() if c.body == {"action": "start", "settings": {}}}
+    assert set(ids) <= reached
+
+
+def test_connection_refused_retries_then_dead_at_the_deadline(make_server, zoom):
+    closed = free_port()
+    server = make_server(PLAIN, zoom=zoom, env={"ZOOM_API_URL": f"http://127.0.0.1:{closed}/v2",
+                                               "REACTOR_ACTION_DEADLINE": "4"})
+    server.post(event(meeting_id="41000000000", topic="Plain"))
+    [job] = server.wait_jobs(1, timeout=20)
+    assert job["status"] == "dead" and "gave up at the deadline" in job["last_message"]
+    outcomes = [a["outcome"] for a in job["attempt_log"]]
+    assert outcomes[0] == "retry" and outcomes[-1] == "dead" and len(outcomes) >= 2
+    assert "cannot reach Zoom" in job["attempt_log"][0]["message"]
+
+
+def test_reset_mid_response_and_invalid_json_answers(make_server, zoom):
+    zoom.script("/v2/meetings/42000000001/", [Reply(reset=True)])
+    zoom.script("/v2/meetings/42000000002/", [Reply(400, "<html>bad gateway</html>")])
+    zoom.script("/v2/meetings/42000000003/", [Reply(200, "not json at all")])
+    server = make_server(PLAIN, zoom=zoom)
+    for n in (1, 2, 3):
+        server.post(event(meeting_id=f"4200000000{n}", topic="Plain"))
+    jobs = {j["action"]["path"].split("/")[2]: j for j in server.wait_jobs(3, timeout=20)}
+    reset, bad, odd = jobs["42000000001"], jobs["42000000002"], jobs["42000000003"]
+    assert [a["outcome"] for a in reset["attempt_log"]] == ["retry", "done"]
+    assert bad["status"] == "dead" and "not JSON" in bad["last_message"] and "bad gateway" in bad["last_message"]
+    assert odd["status"] == "done"
+
+
+def test_stalled_zoom_calls_do_not_stop_the_dispatcher(make_server, zoom):
+    for n in range(3):
+        zoom.script(f"/v2/meetings/4300000000{n}/", [Reply(204, delay=10)])
+    server = make_server(PLAIN, zoom=zoom, env={"WEB_CONCURRENCY": "1"})
+    for n in range(3):
+        server.post(event(meeting_id=f"4300000000{n}", topic="Plain"))
+    zoom.wait_for(3)
+    started = time.time()
+    for n in range(20):
+        server.post(event(meeting_id=f"4400000{n:04d}", topic="Plain"))
+    server.wait_jobs(20, statuses=("done",), timeout=30)
+    assert time.time() - started < 5, "other work drained while three calls stalled for 10 s"
+    assert server.wait_jobs(23, statuses=("done",), timeout=30)
