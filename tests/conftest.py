@@ -50,8 +50,10 @@ def event(name: str = "meeting.started", meeting_id="85746065432", topic="Town H
 class ReactorServer:
     """reactor under a real gunicorn, started as the Procfile starts it."""
 
-    def __init__(self, tmp: Path, rules: str | None = None, env: dict | None = None, zoom: ZoomStandIn | None = None):
+    def __init__(self, tmp: Path, rules: str | None = None, env: dict | None = None, zoom: ZoomStandIn | None = None,
+                 app: str = "reactor:create_app()"):
         self.tmp = tmp
+        self.app = app
         self.db = tmp / "reactor.db"
         self.rules_dir = tmp / "rules"
         self.rules_dir.mkdir(exist_ok=True)
@@ -73,6 +75,7 @@ class ReactorServer:
         else:
             self.env["REACTOR_DRY_RUN"] = "1"
         self.env.update(env or {})
+        self.env = {k: v for k, v in self.env.items() if v is not None}  # None: leave the variable unset
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -80,7 +83,7 @@ class ReactorServer:
         self._log = open(self.log_path, "ab")
         gunicorn = shutil.which("gunicorn", path=self.env["PATH"]) or str(Path(sys.executable).parent / "gunicorn")
         self.proc = subprocess.Popen(
-            [gunicorn, "-c", "python:reactor.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}", "reactor:create_app()"],
+            [gunicorn, "-c", "python:reactor.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}", self.app],
             cwd=self.tmp, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
             self.wait_ready()

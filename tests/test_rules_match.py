@@ -215,5 +215,17 @@ def test_index_prefers_selective_fields_and_agrees_with_scan(tmp_path):
     rules = load_rules(path)
     event = ev({"id": str(10_000_000_042), "topic": "T7 weekly"})
     assert [r.name for r in rules.matching(event)] == ["by-id-42", "by-glob-7", "by-host"]
-    assert len(rules.candidates(event)) == 1 + 20 + 1  # one id bucket, the globs, the host bucket
+    assert len(rules.candidates(event)) == 1 + 1 + 1  # one id bucket, the glob whose prefix fits, the host bucket
+    miss = ev({"id": "5", "topic": "nothing like it", "host_id": "nobody"})
+    assert rules.candidates(miss) == [], "no glob's literal prefix fits: none is tested"
+    assert matches(rules, ev({"id": "5", "topic": "t7 ÜBER"})), "any case, any script"
     assert matches(rules, event)
+
+
+@pytest.mark.parametrize("pattern,topic,expected", [
+    ("Hall*", "Town Hall", False), ("*Hall", "Town Hall", True), ("Town Hall", "town hall", True),
+    ("Town", "Town Hall", False), ("T?wn*", "Town Hall", True), ("[Tt]own*", "town", True),
+], ids=["glob-is-anchored-at-start", "glob-star-prefix", "glob-ignores-case", "glob-is-anchored-at-end",
+        "glob-question-mark", "glob-class"])
+def test_glob_matches_the_whole_value(tmp_path, pattern, topic, expected):
+    assert matches(ruleset(tmp_path, f"topic: {{glob: '{pattern}'}}"), ev({"topic": topic})) is expected

@@ -29,6 +29,7 @@ class Call:
     path: str
     headers: dict
     body: object
+    status: int = 0   # what the stand-in answered
 
 
 class ZoomStandIn:
@@ -58,6 +59,7 @@ class ZoomStandIn:
                     body = raw.decode("utf-8", "replace")
                 call = Call(time.time(), self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 reply = standin._next(call)
+                call.status = reply.status
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.reset:
@@ -123,6 +125,10 @@ class ZoomStandIn:
     def api_calls(self, path_prefix: str = "/v2/") -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.path.startswith(path_prefix)]
+
+    def succeeded(self, path_prefix: str = "/v2/") -> list[Call]:
+        """Calls answered 2xx."""
+        return [c for c in self.api_calls(path_prefix) if 200 <= c.status < 300]
 
     def wait_for(self, count: int, path_prefix: str = "/v2/", timeout: float = 20.0) -> list[Call]:
         deadline = time.time() + timeout

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import MISSING, Event
-from .model import AllConditions, AllOf, Equals, Failure, FieldCondition, In, Rule, eq_key
+from .model import AllConditions, AllOf, Equals, Failure, FieldCondition, In, Pattern, Rule, eq_key, pattern_text
 
 # Fields an equality condition on which puts a rule in the index, most selective first.
 INDEXED_FIELDS = ("id", "uuid", "host_id", "host_email", "payload.account_id", "participant.email",
@@ -42,13 +42,23 @@ class RuleSet:
         entry = self._by_event.get(event.name)
         if entry is None:
             return []
-        scan, index = entry
+        scan, index, globs = entry
         found = list(scan)
         for path, buckets in index.items():
             value = event.field(path)
             if value is MISSING or isinstance(value, (dict, list)):
                 continue
             found.extend(buckets.get(eq_key(value), ()))
+        for path, (by_prefix, lengths, members) in globs.items():
+            text = pattern_text(event.field(path))
+            if text is None:
+                continue
+            if not text.isascii():  # case folding beyond ASCII: test every glob on this field
+                found.extend(members)
+                continue
+            folded = text.lower()
+            for length in lengths:  # only globs whose literal prefix the value starts with
+                found.extend(by_prefix.get(folded[:length], ()))
         found.sort(key=lambda pair: pair[0])
         return found
 
@@ -65,21 +75,54 @@ class RuleSet:
 
 
 def _build_index(rules: tuple) -> dict:
-    by_event: dict[str, tuple[list, dict]] = {}
+    """event name -> (rules to scan, {path: {equality key: rules}}, {path: (rules by glob prefix, prefix
+    lengths, all those rules)})."""
+    by_event: dict[str, tuple[list, dict, dict]] = {}
     for position, rule in enumerate(rules):
         if not rule.enabled:
             continue
         key = _index_key(rule.condition)
+        glob = None if key else _glob_key(rule.condition)
         for name in rule.events:
-            scan, index = by_event.setdefault(name, ([], {}))
-            if key is None:
-                scan.append((position, rule))
-            else:
+            scan, index, globs = by_event.setdefault(name, ([], {}, {}))
+            if key is not None:
                 path, keys = key
                 buckets = index.setdefault(path, {})
                 for k in keys:
                     buckets.setdefault(k, []).append((position, rule))
+            elif glob is not None:
+                globs.setdefault(glob[0], []).append((position, rule, glob[1]))
+            else:
+                scan.append((position, rule))
+    for scan, index, globs in by_event.values():
+        for path, members in list(globs.items()):
+            by_prefix: dict[str, list] = {}
+            for position, rule, pattern in members:
+                by_prefix.setdefault(_literal_prefix(pattern.source), []).append((position, rule))
+            globs[path] = (by_prefix, sorted({len(p) for p in by_prefix}), [(pos, rule) for pos, rule, _ in members])
     return by_event
+
+
+def _literal_prefix(glob: str) -> str:
+    """The case-folded ASCII text every value matching `glob` starts with ('Town Hall*' -> 'town hall')."""
+    prefix = []
+    for char in glob:
+        if char in "*?[" or not char.isascii():
+            break
+        prefix.append(char.lower())
+    return "".join(prefix)
+
+
+def _glob_key(condition: Any) -> tuple[str, Pattern] | None:
+    """(path, glob) when the condition requires that field to match a glob."""
+    parts = condition.conditions if isinstance(condition, AllConditions) else (condition,)
+    for part in parts:
+        if isinstance(part, FieldCondition):
+            matchers = part.matcher.matchers if isinstance(part.matcher, AllOf) else (part.matcher,)
+            for matcher in matchers:
+                if isinstance(matcher, Pattern) and matcher.op == "glob":
+                    return part.path, matcher
+    return None
 
 
 def _index_key(condition: Any) -> tuple[str, frozenset] | None:

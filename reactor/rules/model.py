@@ -34,6 +34,13 @@ def number_of(value: Any) -> Decimal | None:
     return None
 
 
+def pattern_text(value: Any) -> str | None:
+    """What glob and regex look at: a string or integer field, cut to REGEX_INPUT_LIMIT characters."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return (value if isinstance(value, str) else str(value))[:REGEX_INPUT_LIMIT]
+
+
 def eq_key(value: Any) -> tuple:
     """The key two values share exactly when rule equality says they are equal."""
     number = number_of(value)
@@ -91,17 +98,18 @@ class In:
 
 @dataclass(frozen=True)
 class Pattern:
-    """glob (case-insensitive shell pattern) or regex (re.search), on strings and numbers."""
+    """glob (case-insensitive shell pattern, the whole value) or regex (re.search), on strings and numbers."""
 
     op: str
     source: str
     compiled: re.Pattern = field(repr=False, compare=False)
 
     def test(self, seen: Any) -> bool:
-        if isinstance(seen, bool) or not isinstance(seen, (str, int)):
+        text = pattern_text(seen)
+        if text is None:
             return False
-        text = seen if isinstance(seen, str) else str(seen)
-        return self.compiled.search(text[:REGEX_INPUT_LIMIT]) is not None
+        found = self.compiled.match(text) if self.op == "glob" else self.compiled.search(text)
+        return found is not None
 
     def describe(self) -> str:
         return f"{self.op} {self.source!r}"
