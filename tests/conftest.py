@@ -56,7 +56,7 @@ class ReactorServer:
         self.app = app
         self.db = tmp / "reactor.db"
         self.rules_dir = tmp / "rules"
-        self.rules_dir.mkdir(exist_ok=True)
+        self.rules_dir.mkdir(parents=True, exist_ok=True)
         if rules is not None:
             (self.rules_dir / "rules.yaml").write_text(rules)
         self.port = free_port()

@@ -222,6 +222,16 @@ def test_index_prefers_selective_fields_and_agrees_with_scan(tmp_path):
     assert matches(rules, event)
 
 
+def test_glob_prefixes_of_different_lengths_list_each_rule_once(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("rules:\n" + "".join(
+        f"  - name: g{n}\n    on: meeting.started\n    when: {{topic: {{glob: '{p}'}}}}\n    do: [livestream.stop]\n"
+        for n, p in enumerate(["Plain*", "Town Hall*", "*", "P*", "Plain"])))
+    rules = load_rules(path)
+    assert [r.name for r in rules.matching(ev({"topic": "Plain"}))] == ["g0", "g2", "g3", "g4"]
+    assert matches(rules, ev({"topic": "Pla"}))
+
+
 @pytest.mark.parametrize("pattern,topic,expected", [
     ("Hall*", "Town Hall", False), ("*Hall", "Town Hall", True), ("Town Hall", "town hall", True),
     ("Town", "Town Hall", False), ("T?wn*", "Town Hall", True), ("[Tt]own*", "town", True),

@@ -58,6 +58,8 @@ class RuleSet:
                 continue
             folded = text.lower()
             for length in lengths:  # only globs whose literal prefix the value starts with
+                if length > len(folded):
+                    break
                 found.extend(by_prefix.get(folded[:length], ()))
         found.sort(key=lambda pair: pair[0])
         return found

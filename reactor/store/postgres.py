@@ -56,9 +56,11 @@ class PostgresStore(SQLStore):
             raise StoreError(f"PostgreSQL failed: {_short(exc)}") from None
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, durable: bool = True):
         with self._connection() as conn:
             with conn.transaction():
+                if not durable:
+                    conn.execute("SET LOCAL synchronous_commit = off", prepare=True)
                 yield conn
 
     @contextmanager

@@ -36,9 +36,11 @@ class SQLStore(Store):
 
     # -- what a dialect provides
     @contextmanager
-    def transaction(self):
+    def transaction(self, durable: bool = True):
         """Yield a connection inside one transaction that holds the write lock where the engine has one;
-        commit on exit, roll back on error, raise StoreError when the database fails."""
+        commit on exit, roll back on error, raise StoreError when the database fails. `durable=False`
+        (the dispatcher's bookkeeping) may skip waiting for the disk where the engine allows: a
+        crash of the machine, not of the process, may then forget it, and the job runs again."""
         raise NotImplementedError
         yield
 
@@ -61,34 +63,38 @@ class SQLStore(Store):
     # -- the contract
     def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
         with self.transaction() as conn:
-            row = self.run(conn,
-                "INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-                (delivery.dedup_key, delivery.event, delivery.event_ts_ms, delivery.order_key,
-                 delivery.received_at, json.dumps(delivery.body), json.dumps(delivery.verdicts))).fetchone()
-            if row is None:
-                row = self.run(conn, "SELECT id FROM deliveries WHERE dedup_key = ?", (delivery.dedup_key,)).fetchone()
-                return Accepted(row["id"], True)
-            delivery_id = row["id"]
-            job_ids = []
-            for seq, action in enumerate(actions):
-                job = self.run(conn,
-                    "INSERT INTO jobs (delivery_id, seq, kind, action, order_key, account, event_ts, status, due_at, "
-                    "deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
-                    (delivery_id, seq, action.kind, json.dumps(action.to_dict()), action.order_key, action.account,
-                     delivery.event_ts_ms, delivery.received_at, deadline, delivery.received_at)).fetchone()
-                job_ids.append(job["id"])
-            if delivery.confirms and delivery.order_key:
-                self.run(conn,
-                    "UPDATE jobs SET confirmed_at = ? WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
-                    "AND status = 'done' AND confirmed_at IS NULL AND kind = ? ORDER BY event_ts DESC, id DESC LIMIT 1)",
-                    (delivery.received_at, delivery.order_key, delivery.confirms))
-            if job_ids:
-                self.announce(conn)
-            return Accepted(delivery_id, False, tuple(job_ids))
+            return self.accept_in(conn, delivery, actions, deadline)
+
+    def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
+        """accept() inside the caller's transaction."""
+        row = self.run(conn,
+            "INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            (delivery.dedup_key, delivery.event, delivery.event_ts_ms, delivery.order_key,
+             delivery.received_at, json.dumps(delivery.body), json.dumps(delivery.verdicts))).fetchone()
+        if row is None:
+            row = self.run(conn, "SELECT id FROM deliveries WHERE dedup_key = ?", (delivery.dedup_key,)).fetchone()
+            return Accepted(row["id"], True)
+        delivery_id = row["id"]
+        job_ids = []
+        for seq, action in enumerate(actions):
+            job = self.run(conn,
+                "INSERT INTO jobs (delivery_id, seq, kind, action, order_key, account, event_ts, status, due_at, "
+                "deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
+                (delivery_id, seq, action.kind, json.dumps(action.to_dict()), action.order_key, action.account,
+                 delivery.event_ts_ms, delivery.received_at, deadline, delivery.received_at)).fetchone()
+            job_ids.append(job["id"])
+        if delivery.confirms and delivery.order_key:
+            self.run(conn,
+                "UPDATE jobs SET confirmed_at = ? WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
+                "AND status = 'done' AND confirmed_at IS NULL AND kind = ? ORDER BY event_ts DESC, id DESC LIMIT 1)",
+                (delivery.received_at, delivery.order_key, delivery.confirms))
+        if job_ids:
+            self.announce(conn)
+        return Accepted(delivery_id, False, tuple(job_ids))
 
     def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             row = self.run(conn, _CLAIM.format(lock=self.claim_lock),
                            (owner, now + lease_seconds, now, now, now)).fetchone()
         return _job(row) if row else None
@@ -101,7 +107,7 @@ class SQLStore(Store):
 
     def finish(self, job: Job, owner: str, attempt: Attempt, status: str, due_at: float | None = None,
                failure: bool = False) -> bool:
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             self.run(conn,
                 "INSERT INTO attempts (job_id, at, outcome, http_status, zoom_code, message, next_at, duration_ms, "
                 "sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -119,7 +125,7 @@ class SQLStore(Store):
 
     def reserve_slot(self, account: str, rate: float, now: float, margin: float = PACING_MARGIN) -> float:
         interval = (1 + margin) / rate
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             self.lock_pacing(conn, account)
             row = self.run(conn, "SELECT slot FROM pacing WHERE account = ?", (account,)).fetchone()
             slot = max(now, row["slot"] + interval) if row else now
@@ -135,7 +141,7 @@ class SQLStore(Store):
         return {row["lease_owner"] for row in rows}
 
     def release(self, owner: str, now: float) -> int:
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             count = self.run(conn,
                 "UPDATE jobs SET status = 'pending', due_at = ?, lease_owner = '', lease_until = 0, updated_at = ? "
                 "WHERE status = 'running' AND lease_owner = ?", (now, now, owner)).rowcount

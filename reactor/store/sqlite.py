@@ -4,13 +4,19 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import SchemaError, StoreError
+from ..plan import PlannedAction
+from .contract import Accepted, NewDelivery
 from .sql import SCHEMA_VERSION, SQLStore, schema
 
 BUSY_SECONDS = 2.0  # wait this long for the write lock, then fail: a 503 inside Zoom's 3 s beats a timeout
+# SQLite's own busy handler sleeps up to 100 ms between tries; reactor waits for the lock itself:
+# threads of one process queue on a Python lock, processes retry every BUSY_POLL seconds.
+BUSY_POLL = 0.0002
 
 
 class SQLiteStore(SQLStore):
@@ -18,6 +24,9 @@ class SQLiteStore(SQLStore):
         self.path = path
         self._local = threading.local()
         self._pid = os.getpid()
+        self._write_lock = threading.Lock()
+        self._queue: list[_Pending] = []       # accepts waiting for the next group commit
+        self._queue_lock = threading.Lock()
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection; never one carried across fork."""
@@ -26,7 +35,7 @@ class SQLiteStore(SQLStore):
             self._pid = os.getpid()
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
@@ -37,20 +46,74 @@ class SQLiteStore(SQLStore):
         return conn
 
     @contextmanager
-    def transaction(self):
-        conn = self._conn()
+    def transaction(self, durable: bool = True):
+        if not self._write_lock.acquire(timeout=BUSY_SECONDS):
+            raise StoreError(f"the SQLite database {self.path} failed: database is locked (by this process)")
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            with self._locked_transaction(durable) as conn:
+                yield conn
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _locked_transaction(self, durable: bool):
+        """One transaction; the caller holds this process's write lock."""
+        conn = self._conn()
+        deadline = time.monotonic() + BUSY_SECONDS
+        try:
+            conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            self._retry_busy(conn, "BEGIN IMMEDIATE", deadline)
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            self._retry_busy(conn, "COMMIT", deadline)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(f"the SQLite database {self.path} failed: {exc}") from None
+
+    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
+        """Group commit: the thread that gets the write lock commits every accept queued so far in one
+        transaction (one fsync); the others find theirs done when they get the lock."""
+        mine = _Pending(delivery, actions, deadline)
+        with self._queue_lock:
+            self._queue.append(mine)
+        if not self._write_lock.acquire(timeout=BUSY_SECONDS):
+            raise StoreError(f"the SQLite database {self.path} failed: database is locked (by this process)")
+        try:
+            if not mine.finished:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    with self._locked_transaction(durable=True) as conn:
+                        results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
+                    for pending, result in zip(batch, results):
+                        pending.result = result
+                except StoreError as exc:
+                    for pending in batch:
+                        pending.error = exc
+                for pending in batch:
+                    pending.finished = True
+        finally:
+            self._write_lock.release()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    @staticmethod
+    def _retry_busy(conn, statement: str, deadline: float) -> None:
+        pause = BUSY_POLL
+        while True:
+            try:
+                conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.002)
 
     @contextmanager
     def reading(self):
@@ -78,13 +141,10 @@ class SQLiteStore(SQLStore):
 
     def ping(self) -> None:
         """Ready means able to commit: take the write lock and let it go."""
-        conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with self.transaction():
+                pass
+        except StoreError as exc:
             raise StoreError(f"the SQLite database {self.path} cannot take writes: {exc}") from None
 
     def close(self) -> None:
@@ -92,3 +152,13 @@ class SQLiteStore(SQLStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class _Pending:
+    """One accept waiting for a group commit."""
+
+    __slots__ = ("delivery", "actions", "deadline", "finished", "result", "error")
+
+    def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
+        self.delivery, self.actions, self.deadline = delivery, actions, deadline
+        self.finished, self.result, self.error = False, None, None
