@@ -5,7 +5,7 @@ values travel as {"$secret": "<reference>"} and are resolved only for the HTTP c
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .events import MISSING, Event
@@ -26,7 +26,8 @@ class PlannedAction:
     account: str         # pacing bucket
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"rule": self.rule, "kind": self.kind, "method": self.method, "path": self.path, "body": self.body,
+                "order_key": self.order_key, "account": self.account}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PlannedAction":

@@ -239,3 +239,12 @@ def test_glob_prefixes_of_different_lengths_list_each_rule_once(tmp_path):
         "glob-question-mark", "glob-class"])
 def test_glob_matches_the_whole_value(tmp_path, pattern, topic, expected):
     assert matches(ruleset(tmp_path, f"topic: {{glob: '{pattern}'}}"), ev({"topic": topic})) is expected
+
+
+def test_planned_action_round_trips_through_json(tmp_path):
+    from dataclasses import fields
+    from reactor.plan import PlannedAction
+    rules = ruleset(tmp_path, do="[{livestream.start: {display_name: x}}]")
+    [action], _ = plan(ev(), rules.matching(ev()))
+    assert list(action.to_dict()) == [f.name for f in fields(PlannedAction)]
+    assert PlannedAction.from_dict(json.loads(json.dumps(action.to_dict()))) == action
