@@ -1,6 +1,7 @@
 """The factory: settings, store, rules, dispatcher, blueprint."""
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher.start()
         store.listen(lambda: reactor.dispatcher.wake())
     _watch_rules(active)
+    gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])
     return app

@@ -9,8 +9,10 @@ import os
 import sys
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", min(4, multiprocessing.cpu_count() * 2)))
-threads = int(os.environ.get("REACTOR_WEB_THREADS", "4"))
+# One process per core, threads for the waiting (database commits): fewer processes means bigger group
+# commits on SQLite and fewer PostgreSQL connections; measured in bench/ (2x8 beat 4x4 by ~20% here).
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+threads = int(os.environ.get("REACTOR_WEB_THREADS", "8"))
 worker_class = "gthread"
 preload_app = False
 timeout = 30                 # a worker silent this long is restarted
@@ -39,6 +41,9 @@ def on_starting(server):
         os._exit(3)
     for warning in rules.warnings:
         sys.stderr.write(f"reactor rules warning: {warning}\n")
+    import gc
+
+    gc.freeze()  # the validated rules are inherited by every worker: no GC pass touches (and copies) them
 
 
 def on_reload(server):

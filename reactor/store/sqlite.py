@@ -40,6 +40,7 @@ class SQLiteStore(SQLStore):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA cache_size=-512")  # KiB per connection (one per thread); the OS caches the rest
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from None
             self._local.conn = conn
