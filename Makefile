@@ -21,6 +21,7 @@ test: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: $(VENV)/.installed
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
 
 clean:
