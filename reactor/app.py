@@ -5,7 +5,7 @@ import gc
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import Flask, jsonify
 
@@ -71,7 +71,6 @@ class Reactor:
     store: Store
     rules: ActiveRules
     dispatcher: object | None = None
-    threads: list = field(default_factory=list)
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 
 logger = logging.getLogger("reactor")
 
@@ -31,6 +30,3 @@ def configure_logging(level: int = logging.INFO) -> None:
 def log(msg: str, level: int = logging.INFO, **fields) -> None:
     logger.log(level, msg, extra={"fields": fields})
 
-
-def now() -> float:
-    return time.time()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .errors import PayloadError
 from .events import Event, event_from_body, parse_body, redact
-from .plan import PlannedAction, Skipped, plan
+from .plan import Skipped, plan
 from .rules.match import RuleSet
 from .signature import url_validation_answer, verify_signature
 from .store.contract import NewDelivery
@@ -65,5 +65,3 @@ def _verdicts(verdicts, skipped: list[Skipped]) -> list[dict]:
     out += [{"rule": s.rule, "matched": True, "why": f"{s.kind} skipped: {s.reason}"} for s in skipped]
     return out
 
-
-__all__ = ["Reply", "Delivery", "receive", "PlannedAction"]

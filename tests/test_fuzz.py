@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from reactor.errors import RulesError
 from reactor.events import decimal_id
 from reactor.rules.load import load_rules
-from tests.conftest import SECRET, ReactorServer, signed_headers
+from tests.conftest import ReactorServer, signed_headers
 
 EXAMPLES = int(os.environ.get("REACTOR_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
