@@ -223,12 +223,17 @@ def cmd_encrypt(args) -> int:
 # -- store tooling ------------------------------------------------------------------------------
 
 
-def _store():
+def _store(migrate: bool = False):
+    """The store of DATABASE_URL; its schema checked (SQLite migrates itself) or, for `migrate`, upgraded."""
+    from .errors import ReactorError
     from .settings import normalise_database_url
     from .store import open_store
 
-    store = open_store(normalise_database_url(os.environ.get("DATABASE_URL", "")))
-    store.migrate()
+    try:
+        store = open_store(normalise_database_url(os.environ.get("DATABASE_URL", "")))
+        store.migrate() if migrate else store.check_schema()
+    except ReactorError as exc:
+        raise SystemExit(f"reactor: {exc}") from None
     return store
 
 
@@ -285,7 +290,7 @@ def cmd_retry(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    _store()
+    _store(migrate=True)
     print("schema is up to date")
     return 0
 

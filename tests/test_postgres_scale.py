@@ -184,3 +184,13 @@ def test_postgres_restart_under_load_loses_nothing(make_server, zoom, pg_url):
     called = {c.path.split("/")[3] for c in zoom.api_calls()}
     assert set(acked) <= called, f"{len(set(acked) - called)} acknowledged deliveries never reached Zoom"
     [w.stop() for w in workers]
+
+
+def test_history_says_to_migrate_on_an_unmigrated_database(pg_url):
+    result = subprocess.run([sys.executable, "-m", "reactor", "history"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": pg_url}, timeout=60)
+    assert result.returncode != 0 and "run `python -m reactor migrate`" in result.stderr
+    migrate(pg_url)
+    result = subprocess.run([sys.executable, "-m", "reactor", "history"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": pg_url}, timeout=60)
+    assert result.returncode == 0 and "no deliveries recorded" in result.stdout
