@@ -182,3 +182,19 @@ def test_check_explain_encrypt_keygen_need_no_credentials(tmp_path):
         result = subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True, text=True, cwd=ROOT,
                                 env=bare, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_examples_and_explain_read_event_files(tmp_path):
+    import json as _json
+    event = {"event": "meeting.started", "event_ts": 1764176405123,
+             "payload": {"account_id": "a", "object": {"id": "123", "topic": "Board Q4"}}}
+    (tmp_path / "board.json").write_text(_json.dumps(event))
+    (tmp_path / "r.yaml").write_text(rule(
+        "    on: meeting.started\n    when: {topic: {glob: 'Board*'}}\n    do: [livestream.stop]\n    examples:\n"
+        "      - {event: board.json, expect: match}\n      - {event: board.json, with: {topic: x}, expect: no match}\n",
+        "Board"))
+    result = run_cli("check", str(tmp_path))
+    assert result.returncode == 0 and "2 example(s), 0 failing" in result.stdout, result.stdout
+    explained = run_cli("explain", str(tmp_path / "board.json"), "--rules", str(tmp_path))
+    assert "MATCH     Board" in explained.stdout
+    assert "PATCH /meetings/123/livestream/status {\"action\": \"stop\"}" in explained.stdout

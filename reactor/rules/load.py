@@ -4,9 +4,7 @@ Every problem reads `file:line: rule "name": what is wrong (did you mean ...?)`.
 """
 from __future__ import annotations
 
-import difflib
 import gc
-import json
 import os
 import pickle
 import re
@@ -15,19 +13,17 @@ from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
-from ..errors import RulesError, SecretError
-from ..samples import sample, sample_names, set_field
-from ..secrets import check_secret
-from .model import (DAYS, TRUE, ActionSpec, AllConditions, AllOf, AnyCondition, Compare, During, Equals,
-                    Example, Exists, FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, Secret,
-                    Template, number_of)
-from .source import LList, LMap, YamlProblem, parse_yaml
+from ..errors import RulesError
+from .load_actions import ActionParser
+from .load_examples import ExampleParser
+from .model import (DAYS, FIELD_PATH, TRUE, AllConditions, AllOf, AnyCondition, Compare, During, Equals, Exists,
+                    FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, number_of)
+from .source import LList, LMap, YamlProblem, parse_yaml, suggest
 
 RULE_KEYS = ("name", "on", "enabled", "when", "do", "examples", "description")
 OPERATORS = ("equals", "in", "glob", "regex", "exists", "gt", "gte", "lt", "lte", "not")
 COMBINATORS = ("all", "any", "not", "during")
 DURING_KEYS = ("days", "from", "to", "timezone")
-EXAMPLE_KEYS = ("event", "with", "expect")
 KNOWN_EVENTS = (
     "meeting.started", "meeting.ended", "meeting.participant_joined", "meeting.participant_left",
     "meeting.live_streaming_started", "meeting.live_streaming_stopped", "meeting.created", "meeting.updated",
@@ -35,17 +31,8 @@ KNOWN_EVENTS = (
     "webinar.participant_left", "webinar.created", "webinar.updated", "webinar.deleted",
     "recording.completed", "meeting.sharing_started", "meeting.sharing_ended",
 )
-ACTION_ARGS = {
-    "livestream.start": {"display_name": str, "active_speaker_name": bool, "layout": str, "close_caption": str},
-    "livestream.stop": {},
-    "livestream.configure": {"stream_url": str, "stream_key": str, "page_url": str, "resolution": str},
-}
-REQUIRED_ARGS = {"livestream.configure": ("stream_url", "stream_key", "page_url")}
-RESOLUTIONS = ("720p", "1080p")
 MAX_PATTERN = 500
 COMPACT_ABOVE = 500
-_PATH = re.compile(r"^[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*$")
-_TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
@@ -89,12 +76,7 @@ def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "",
     return rules
 
 
-def suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Parser:
+class _Parser(ActionParser, ExampleParser):
     def __init__(self, env: Mapping[str, str], secret_key: str, resolve_secrets: bool = True):
         self.env, self.secret_key, self.resolve_secrets = env, secret_key, resolve_secrets
         self.rules: list[Rule] = []
@@ -211,7 +193,7 @@ class _Parser:
         return parts[0] if len(parts) == 1 else AllConditions(tuple(parts), node.line)
 
     def parse_field(self, path: str, value: Any, parent: LMap, line: int) -> FieldCondition:
-        if not _PATH.match(path):
+        if not FIELD_PATH.match(path):
             self.problem(line, f"{path!r} is not a field path: use dotted names such as topic or participant.email")
         matcher = self.parse_matcher(value, parent.raw.get(path), line, path)
         return FieldCondition(path, matcher, line)
@@ -310,168 +292,10 @@ class _Parser:
             tz = "UTC"
         return During(frozenset(days), minutes[0], minutes[1], tz, line)
 
-    # -- actions
-    def parse_actions(self, item: LMap) -> tuple:
-        if "do" not in item:
-            self.problem(item.line, "a rule needs 'do:' (a list of actions such as livestream.start)")
-            return ()
-        steps, line = item["do"], item.line_of("do")
-        if isinstance(steps, (str, LMap)):
-            steps = LList([steps])
-            steps.line, steps.item_lines = line, [line]
-        if not isinstance(steps, LList) or not steps:
-            self.problem(line, "'do' must list at least one action (livestream.configure, livestream.start, livestream.stop)")
-            return ()
-        actions = []
-        for index, step in enumerate(steps):
-            step_line = steps.line_of(index)
-            if isinstance(step, str):
-                kind, args, args_node = step, None, None
-            elif isinstance(step, LMap) and len(step) == 1:
-                kind, args = next(iter(step.items()))
-                args_node = args
-            else:
-                self.problem(step_line, "an action is a name (livestream.stop) or a one-key mapping (livestream.start: {...})")
-                continue
-            if kind not in ACTION_ARGS:
-                self.problem(step_line, f"unknown action {kind!r}{suggest(kind, ACTION_ARGS)}")
-                continue
-            actions.append(self.parse_action_args(kind, args_node, step_line))
-        return tuple(actions)
-
-    def parse_action_args(self, kind: str, node: Any, line: int) -> ActionSpec:
-        allowed = ACTION_ARGS[kind]
-        if node is None:
-            node = LMap()
-            node.line, node.key_lines, node.raw = line, {}, {}
-        if not isinstance(node, LMap):
-            self.problem(line, f"{kind}: its settings must be a mapping")
-            return ActionSpec(kind, (), line)
-        args = []
-        for key, value in node.items():
-            key_line = node.line_of(key)
-            if key not in allowed:
-                hint = suggest(key, allowed) or (f" ({kind} takes no settings)" if not allowed else
-                                                 f" (it takes {', '.join(allowed)})")
-                self.problem(key_line, f"{kind}: unknown setting {key!r}{hint}")
-                continue
-            if allowed[key] is bool:
-                if not isinstance(value, bool):
-                    self.problem(key_line, f"{kind}: '{key}' must be true or false")
-                    continue
-                args.append((key, value))
-                continue
-            text = value if isinstance(value, str) else node.raw.get(key)
-            if not isinstance(text, str) or value is None or isinstance(value, bool):
-                self.problem(key_line, f"{kind}: '{key}' must be a string")
-                continue
-            if key == "resolution" and text not in RESOLUTIONS:
-                self.problem(key_line, f"{kind}: resolution must be 720p or 1080p{suggest(text, RESOLUTIONS)}")
-                continue
-            args.append((key, self.parse_string(text, key_line, f"{kind}: {key}")))
-        for key in REQUIRED_ARGS.get(kind, ()):
-            if key not in node:
-                self.problem(line, f"{kind}: '{key}' is required")
-        return ActionSpec(kind, tuple(args), line)
-
-    def parse_string(self, text: str, line: int, where: str):
-        """A literal, a Template with {{ field }} parts, or a Secret (${NAME} or enc:)."""
-        is_secret = "${" in text or text.startswith("enc:")
-        fields = _TEMPLATE.findall(text)
-        if is_secret and fields:
-            self.problem(line, f"{where}: a value uses ${{NAME}}/enc: or {{{{ field }}}}, not both")
-            return text
-        if is_secret:
-            try:
-                check_secret(text, self.env, self.secret_key, resolve=self.resolve_secrets)
-            except SecretError as exc:
-                self.problem(line, f"{where}: {exc}")
-            return Secret(text)
-        if not fields:
-            if "{{" in text:
-                self.problem(line, f"{where}: unclosed or empty '{{{{ }}}}' in {text!r}")
-            return text
-        parts: list = []
-        position = 0
-        for match in _TEMPLATE.finditer(text):
-            if match.start() > position:
-                parts.append(text[position:match.start()])
-            path = match.group(1)
-            if not _PATH.match(path):
-                self.problem(line, f"{where}: {{{{ {path} }}}} is not a field path such as topic")
-            parts.append(("field", path))
-            position = match.end()
-        if position < len(text):
-            parts.append(text[position:])
-        return Template(tuple(parts))
-
-    # -- examples
-    def parse_examples(self, item: LMap) -> tuple:
-        node = item.get("examples")
-        if node is None:
-            return ()
-        if not isinstance(node, LList):
-            self.problem(item.line_of("examples"), "'examples' is a list of {event: ..., expect: match | no match}")
-            return ()
-        examples = []
-        for index, ex in enumerate(node):
-            line = node.line_of(index)
-            if not isinstance(ex, LMap):
-                self.problem(line, "an example is a mapping {event: ..., expect: match | no match}")
-                continue
-            for key in ex:
-                if key not in EXAMPLE_KEYS:
-                    self.problem(ex.line_of(key), f"example: unknown key {key!r}{suggest(key, EXAMPLE_KEYS)}")
-            expect = ex.get("expect")
-            if expect not in ("match", "no match"):
-                self.problem(ex.line_of("expect"), "example: 'expect' must be 'match' or 'no match'")
-                continue
-            body = self.example_body(ex, line)
-            if body is not None:
-                examples.append(Example(body, expect == "match", line))
-        return tuple(examples)
-
-    def example_body(self, ex: LMap, line: int) -> dict | None:
-        source = ex.get("event")
-        if isinstance(source, LMap):
-            body = _plain(source)
-        elif isinstance(source, str) and source.endswith(".json"):
-            file = Path(self.file).parent / source
-            try:
-                body = json.loads(file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                self.problem(ex.line_of("event"), f"example: cannot read {file}: {exc}")
-                return None
-        elif isinstance(source, str):
-            try:
-                body = sample(source)
-            except KeyError:
-                self.problem(ex.line_of("event"), f"example: no built-in sample {source!r}{suggest(source, sample_names())}")
-                return None
-        else:
-            self.problem(line, "example: 'event' is a sample name, a .json file or an event mapping")
-            return None
-        overrides = ex.get("with") or {}
-        if not isinstance(overrides, LMap) and overrides != {}:
-            self.problem(ex.line_of("with"), "example: 'with' maps field paths to values")
-            return None
-        for path, value in overrides.items():
-            set_field(body, path, _plain(value))
-        return body
-
-
 def _as_written(value: Any, raw: str | None) -> Any:
     """A matcher value: numbers keep the digits the author wrote (never through float)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and raw is not None:
         return raw
     if isinstance(value, float):
         return repr(value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
     return value

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from ..events import MISSING, Event
 
+FIELD_PATH = re.compile(r"^[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*$")  # topic, participant.email, payload.account_id
 REGEX_INPUT_LIMIT = 1000  # characters of a field a regex or glob looks at; bounds any pattern's cost
 _NUMERIC = re.compile(r"^-?[0-9]{1,40}(?:\.[0-9]{1,40})?$")
 

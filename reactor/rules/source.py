@@ -6,7 +6,9 @@ stay strings (so `on:` is a key), and only decimal integers without leading zero
 """
 from __future__ import annotations
 
+import difflib
 import re
+from typing import Any
 
 import yaml
 
@@ -117,3 +119,18 @@ def _convert(node, depth: int, budget: list):
         if isinstance(value_node, yaml.ScalarNode):
             out.raw[key] = value_node.value
     return out
+
+
+def suggest(word: str, choices) -> str:
+    """' (did you mean ...?)' for the closest known name, or ''."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def plain(value: Any) -> Any:
+    """LMap/LList to plain dicts and lists."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

@@ -1,0 +1,46 @@
+"""Settings from the environment: defaults, PaaS forms, and errors that say what to do (pure)."""
+import pytest
+
+from reactor.errors import ConfigError
+from reactor.settings import Settings
+
+BASE = {"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "REACTOR_DRY_RUN": "1"}
+
+
+def test_defaults():
+    s = Settings.from_env(BASE)
+    assert (s.api_url, s.oauth_url, s.rules_path, s.database_url, s.signature_tolerance, s.zoom_rate) == (
+        "https://api.zoom.us/v2", "https://zoom.us/oauth/token", "rules", "sqlite:///var/reactor.db", 300, 30.0)
+    assert s.dry_run and s.dispatch == "inline" and s.action_deadline == 1800 and s.history_days == 30
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("postgres://u:p@db.example.com:5432/d?sslmode=require", "postgresql://u:p@db.example.com:5432/d?sslmode=require"),
+    ("postgresql://u@h/d", "postgresql://u@h/d"),
+    ("sqlite:////data/reactor.db", "sqlite:////data/reactor.db"),
+    ("", "sqlite:///var/reactor.db"),
+], ids=["heroku-postgres", "postgresql", "sqlite-absolute", "default"])
+def test_database_url_forms(url, expected):
+    assert Settings.from_env({**BASE, "DATABASE_URL": url}).database_url == expected
+
+
+@pytest.mark.parametrize("env,message", [
+    ({}, "ZOOM_WEBHOOK_SECRET_TOKEN is not set: copy it from the Secret Token on your Zoom app's Features page"),
+    ({"ZOOM_WEBHOOK_SECRET_TOKEN": "s"}, "ZOOM_ACCOUNT_ID is not set"),
+    ({"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "ZOOM_ACCOUNT_ID": "a", "ZOOM_CLIENT_ID": "c"}, "ZOOM_CLIENT_SECRET is not set"),
+    ({**BASE, "DATABASE_URL": "mysql://x"}, "DATABASE_URL must start with sqlite:///, postgresql:// or postgres://"),
+    ({**BASE, "REACTOR_SIGNATURE_TOLERANCE": "five"}, "REACTOR_SIGNATURE_TOLERANCE is 'five': it must be a number"),
+    ({**BASE, "REACTOR_ZOOM_RATE": "0"}, "REACTOR_ZOOM_RATE is '0': it must be at least 0.01"),
+    ({**BASE, "REACTOR_DRY_RUN": "maybe"}, "REACTOR_DRY_RUN is 'maybe': use 1 or 0"),
+    ({**BASE, "REACTOR_DISPATCH": "sometimes"}, "REACTOR_DISPATCH is 'sometimes'"),
+], ids=["no-secret", "no-account", "no-client-secret", "mysql", "tolerance-text", "rate-zero", "dry-run-text",
+        "dispatch"])
+def test_errors_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("'", "'")):
+        Settings.from_env(env)
+
+
+def test_worker_needs_no_webhook_secret_and_secrets_never_print():
+    s = Settings.from_env({"ZOOM_ACCOUNT_ID": "a", "ZOOM_CLIENT_ID": "c", "ZOOM_CLIENT_SECRET": "very-secret"},
+                          webhooks=False)
+    assert "very-secret" not in repr(s) and "very-secret" not in str(s)
