@@ -67,11 +67,14 @@ class Dispatcher:
             thread.start()
             self._workers.append(thread)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let in-flight calls finish for up to `timeout` seconds in all (below a PaaS's kill timeout);
+        a call cut short keeps its lease and runs again elsewhere."""
         self._stopping.set()
         self.wake(self.threads)
+        deadline = time.monotonic() + timeout
         for thread in self._workers:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def wake(self, count: int = 1) -> None:
         """Work was committed: wake idle threads now instead of at their next poll."""
