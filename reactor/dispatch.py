@@ -11,13 +11,14 @@ import random
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import requests
 
 from .errors import SecretError, StoreError
 from .logs import log
 from .plan import masked, unseal
-from .secrets import resolve_secret
+from .secrets import resolve_secret, scrub
 from .settings import Settings
 from .store.contract import Attempt, Job, Store
 from .zoom import Answer, TokenError, ZoomClient
@@ -140,10 +141,20 @@ class Dispatcher:
             return self._finish(job, Attempt(now, "skipped", message=(
                 "a later event's action on this meeting already ran; this earlier one would undo it"), sent=sent),
                 "skipped")
+        if self.store.failed_before(job):
+            return self._finish(job, Attempt(now, "skipped", message=(
+                "an earlier action of this rule for this event failed; this one would act on its failure"),
+                sent=sent), "skipped")
         if self.client is None:
             return self._finish(job, Attempt(now, "done", message="dry run: not sent", sent=sent), "done")
+        revealed = [self.settings.client_secret]  # values Zoom might echo back in an error message
+
+        def reveal(ref: str) -> str:
+            revealed.append(resolve_secret(ref, os.environ, self.settings.secret_key))
+            return revealed[-1]
+
         try:
-            body = unseal(action.body, lambda ref: resolve_secret(ref, os.environ, self.settings.secret_key))
+            body = unseal(action.body, reveal)
         except SecretError as exc:
             return self._finish(job, Attempt(now, "dead", message=f"secret unavailable: {exc}", sent=sent), "dead")
 
@@ -158,13 +169,13 @@ class Dispatcher:
             answer = None
             failure = f"OAuth token: {exc}"
             if not exc.retryable:
-                return self._finish(job, Attempt(started, "dead", message=failure, sent=sent), "dead")
+                return self._finish(job, Attempt(started, "dead", message=scrub(failure, revealed), sent=sent), "dead")
         except requests.RequestException as exc:
             answer, failure = None, _network_failure(exc)
         took = round((self.clock() - started) * 1000, 1)
         if answer is not None:
-            return self._judge(job, answer, started, took, sent)
-        return self._retry(job, started, took, sent, failure, None, None)
+            return self._judge(job, replace(answer, message=scrub(answer.message, revealed)), started, took, sent)
+        return self._retry(job, started, took, sent, scrub(failure, revealed), None, None)
 
     def _judge(self, job: Job, answer: Answer, at: float, took: float, sent: dict) -> None:
         if 200 <= answer.status < 300:

@@ -238,11 +238,15 @@ def test_live_streaming_started_confirms_the_start(make_server, zoom):
 
 
 def test_no_secret_in_logs_or_history(make_server, zoom):
+    zoom.script("/v2/meetings/802/livestream", [Reply(400, {"code": 300, "message": f"Invalid stream key {STREAM_KEY}"})])
     server = make_server(CONFIGURE_AND_START, zoom=zoom)
+    server.post(event(meeting_id="802", topic="Town Hall"))
     server.post(event(meeting_id="800", topic="Town Hall"))
     zoom.script("/v2/meetings/801/livestream", [Reply(500, {"message": "x"})])
     server.post(event(meeting_id="801", topic="Town Hall"))
-    server.wait_jobs(4, timeout=20)
+    server.wait_jobs(5, timeout=20)
+    echoed = [j for j in server.jobs() if "/802/" in j["action"]["path"]][0]
+    assert echoed["status"] == "dead" and echoed["last_message"] == "Zoom answered 400 code 300: Invalid stream key <redacted>"
     import subprocess, sys, os
     from tests.conftest import ROOT
     cli = subprocess.run([sys.executable, "-m", "reactor", "history"], capture_output=True, text=True, cwd=ROOT,
@@ -287,3 +291,13 @@ def test_wrong_credentials_are_dead_with_a_clear_message(make_server, zoom):
     [job] = server.wait_jobs(1)
     assert job["status"] == "dead" and "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET" in job["last_message"]
     assert zoom.api_calls() == []
+
+
+def test_start_is_skipped_when_its_configure_failed(make_server, zoom):
+    zoom.script("/v2/meetings/1200/livestream", [Reply(400, {"code": 300, "message": "Invalid stream URL"})])
+    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+    server.post(event(meeting_id="1200", topic="Town Hall"))
+    configure, start = server.wait_jobs(2)
+    assert configure["status"] == "dead" and start["status"] == "skipped"
+    assert "an earlier action of this rule for this event failed" in start["last_message"]
+    assert [c.path for c in zoom.api_calls()] == ["/v2/meetings/1200/livestream"]

@@ -159,3 +159,16 @@ def test_reserve_slot_never_exceeds_the_rate_in_any_window(store):
         assert sum(1 for s in slots[i:] if s - start < 1.05) <= 10, "10/s even with 50 ms of jitter"
     assert slots[-1] - slots[0] < 3.6, "about rate per second, not slower"
     assert store.reserve_slot("other", 10, T0) == T0, "accounts are paced separately"
+
+
+def test_failed_before_follows_one_rules_actions_of_one_delivery(store):
+    other_rule = PlannedAction(rule="other", kind="livestream.stop", method="PATCH", path="/meetings/1/livestream/status",
+                               body={"action": "stop"}, order_key="meetings/1", account="acc")
+    store.accept(delivery("k"), [action(kind="livestream.configure"), action(), other_rule], T0 + 1800)
+    configure = store.claim("a", T0, 60)
+    store.finish(configure, "a", Attempt(T0, "dead", 400, 300, "bad"), "dead")
+    start = store.claim("a", T0, 60)
+    assert start.seq == 1 and store.failed_before(start)
+    store.finish(start, "a", Attempt(T0, "skipped"), "skipped")
+    stop = store.claim("a", T0, 60)
+    assert stop.action.rule == "other" and not store.failed_before(stop)

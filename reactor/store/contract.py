@@ -47,6 +47,7 @@ class Job:
     status: str
     lease_owner: str = ""
     failures: int = 0           # attempts that failed (5xx, network): the backoff exponent
+    seq: int = 0                # position among its delivery's jobs
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class Store:
     def superseded(self, job: Job) -> bool:
         """True when a job from a LATER event on the same order_key already ran or is running:
         then this older job must not run (a stop from an earlier event never follows a later start)."""
+        raise NotImplementedError
+
+    def failed_before(self, job: Job) -> bool:
+        """True when an earlier action of the same rule for the same delivery is dead or skipped:
+        a start must not follow a configure that failed (it would stream to the old target)."""
         raise NotImplementedError
 
     def finish(self, job: Job, owner: str, attempt: Attempt, status: str, due_at: float | None = None,

@@ -79,9 +79,10 @@ class SQLStore(Store):
         job_ids = []
         for seq, action in enumerate(actions):
             job = self.run(conn,
-                "INSERT INTO jobs (delivery_id, seq, kind, action, order_key, account, event_ts, status, due_at, "
-                "deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
-                (delivery_id, seq, action.kind, json.dumps(action.to_dict()), action.order_key, action.account,
+                "INSERT INTO jobs (delivery_id, seq, rule, kind, action, order_key, account, event_ts, status, due_at, "
+                "deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
+                (delivery_id, seq, action.rule, action.kind, json.dumps(action.to_dict()), action.order_key,
+                 action.account,
                  delivery.event_ts_ms, delivery.received_at, deadline, delivery.received_at)).fetchone()
             job_ids.append(job["id"])
         if delivery.confirms and delivery.order_key:
@@ -104,6 +105,12 @@ class SQLStore(Store):
             return self.run(conn,
                 "SELECT 1 FROM jobs WHERE order_key = ? AND event_ts > ? AND status IN ('running', 'done', 'dead') "
                 "AND id != ? LIMIT 1", (job.action.order_key, job.event_ts_ms, job.id)).fetchone() is not None
+
+    def failed_before(self, job: Job) -> bool:
+        with self.reading() as conn:
+            return self.run(conn,
+                "SELECT 1 FROM jobs WHERE delivery_id = ? AND rule = ? AND seq < ? AND status IN ('dead', 'skipped') "
+                "LIMIT 1", (job.delivery_id, job.action.rule, job.seq)).fetchone() is not None
 
     def finish(self, job: Job, owner: str, attempt: Attempt, status: str, due_at: float | None = None,
                failure: bool = False) -> bool:
@@ -208,7 +215,7 @@ class SQLStore(Store):
 def _job(row) -> Job:
     return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),
                event_ts_ms=row["event_ts"], deadline=row["deadline"], attempts=row["attempts"],
-               status=row["status"], lease_owner=row["lease_owner"], failures=row["failures"])
+               status=row["status"], lease_owner=row["lease_owner"], failures=row["failures"], seq=row["seq"])
 
 
 def schema(ident: str, real: str, text_json: str = "TEXT") -> str:
@@ -230,6 +237,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id {ident},
     delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
+    rule TEXT NOT NULL,
     kind TEXT NOT NULL,
     action {text_json} NOT NULL,
     order_key TEXT NOT NULL,
