@@ -152,6 +152,22 @@ class ReactorServer:
         raise AssertionError(f"expected {done} finished jobs, have {[(j['id'], j['status']) for j in self.jobs()]}")
 
 
+class Worker:
+    """`python -m reactor worker`, as the Procfile's worker: line runs it."""
+
+    def __init__(self, server):
+        self.log = open(server.tmp / "worker.log", "ab")
+        env = {k: v for k, v in server.env.items() if k != "ZOOM_WEBHOOK_SECRET_TOKEN"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "reactor", "worker"], cwd=server.tmp, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+        self.log.close()
+
+
 TOWN_HALL_RULES = """
 rules:
   - name: Stream town halls

@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from tests.conftest import ROOT, SECRET, TOWN_HALL_RULES, event, free_port
+from tests.conftest import ROOT, SECRET, TOWN_HALL_RULES, Worker, event, free_port
 
 
 def start_fails(make_server, rules=TOWN_HALL_RULES, env=None) -> str:
@@ -191,3 +191,18 @@ def test_retry_requeues_dead_actions(make_server, zoom):
     assert result.returncode == 0 and "re-queued 1" in result.stdout
     wait_until(lambda: server.jobs()[0]["status"] == "done")
     assert len(zoom.api_calls()) == 2
+
+
+def test_dispatch_off_leaves_the_calls_to_the_worker(make_server, zoom):
+    server = make_server(zoom=zoom, env={"REACTOR_DISPATCH": "off"})
+    server.post(event(meeting_id="1300", topic="Town Hall"))
+    time.sleep(1.5)
+    assert zoom.api_calls() == [], "the web process does not dispatch"
+    worker = Worker(server)
+    try:
+        zoom.wait_for(1)
+        assert server.wait_jobs(1)[0]["status"] == "done"
+    finally:
+        worker.stop()
+    assert '"msg": "attempt"' not in server.logs()
+    assert '"msg": "attempt"' in (server.tmp / "worker.log").read_text()

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.backends import fresh_postgres_schema
-from tests.conftest import ROOT, TOWN_HALL_RULES, event, signed_headers
+from tests.conftest import ROOT, TOWN_HALL_RULES, Worker, event, signed_headers
 from tests.zoom_standin import Reply
 
 PLAIN = TOWN_HALL_RULES + """
@@ -33,22 +33,6 @@ def migrate(url: str) -> None:
     result = subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "DATABASE_URL": url}, timeout=60)
     assert result.returncode == 0, result.stderr
-
-
-class Worker:
-    """`python -m reactor worker`, as the Procfile's worker: line runs it."""
-
-    def __init__(self, server):
-        self.log = open(server.tmp / "worker.log", "ab")
-        env = {k: v for k, v in server.env.items() if k != "ZOOM_WEBHOOK_SECRET_TOKEN"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "reactor", "worker"], cwd=server.tmp, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-        self.log.close()
 
 
 def cluster(make_server, zoom, url, workers=1, env=None):
