@@ -108,23 +108,26 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(lambda: reactor.dispatcher.wake())
-    _watch_rules(active)
+    _housekeeping(active, store)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])
     return app
 
 
-def _watch_rules(active: ActiveRules, every: float = 2.0) -> None:
+def _housekeeping(active: ActiveRules, store: Store, every: float = 2.0) -> None:
+    """One thread per web process: reload changed rule files, and the store's housekeeping."""
+
     def loop():
         while True:
             time.sleep(every)
-            try:
-                active.reload_if_changed()
-            except Exception as exc:  # the watcher must never die
-                log("rules watcher error", 40, error=repr(exc))
+            for task in (active.reload_if_changed, store.maintain):
+                try:
+                    task()
+                except Exception as exc:  # housekeeping must never die
+                    log("housekeeping error", 40, task=task.__name__, error=repr(exc))
 
-    threading.Thread(target=loop, name="reactor-rules-watch", daemon=True).start()
+    threading.Thread(target=loop, name="reactor-housekeeping", daemon=True).start()
 
 
 def _json_errors(app: Flask) -> None:

@@ -78,6 +78,10 @@ class Store:
     def listen(self, wake) -> None:
         """Call wake() whenever another process commits due work (optional: polling is the fallback)."""
 
+    def maintain(self) -> None:
+        """Housekeeping the engine needs now and then (SQLite: a WAL checkpoint); called every few
+        seconds by each process, off the request path."""
+
     def ping(self) -> None:
         """Raise StoreError unless the database answers now (readiness)."""
         raise NotImplementedError

@@ -41,6 +41,7 @@ class SQLiteStore(SQLStore):
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA cache_size=-512")  # KiB per connection (one per thread); the OS caches the rest
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in maintain(), not inside a webhook
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from None
             self._local.conn = conn
@@ -147,6 +148,13 @@ class SQLiteStore(SQLStore):
                 pass
         except StoreError as exc:
             raise StoreError(f"the SQLite database {self.path} cannot take writes: {exc}") from None
+
+    def maintain(self) -> None:
+        """Copy the WAL back into the database file (a checkpoint) off the webhook path."""
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the SQLite database {self.path} failed a checkpoint: {exc}") from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
