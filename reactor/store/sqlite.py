@@ -86,18 +86,7 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"the SQLite database {self.path} failed: database is locked (by this process)")
         try:
             if not mine.finished:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                try:
-                    with self._locked_transaction(durable=True) as conn:
-                        results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
-                    for pending, result in zip(batch, results):
-                        pending.result = result
-                except StoreError as exc:
-                    for pending in batch:
-                        pending.error = exc
-                for pending in batch:
-                    pending.finished = True
+                self._commit_queued()
         finally:
             self._write_lock.release()
         if mine.error is not None:
@@ -148,6 +137,26 @@ class SQLiteStore(SQLStore):
                 pass
         except StoreError as exc:
             raise StoreError(f"the SQLite database {self.path} cannot take writes: {exc}") from None
+
+    def _commit_queued(self) -> None:
+        """Commit every queued accept in one transaction. The batch is taken once the database lock
+        is held, so whatever queued while another process held it joins this commit."""
+        batch: list[_Pending] = []
+        try:
+            with self._locked_transaction(durable=True) as conn:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
+            for pending, result in zip(batch, results):
+                pending.result = result
+        except StoreError as exc:
+            if not batch:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+            for pending in batch:
+                pending.error = exc
+        for pending in batch:
+            pending.finished = True
 
     def maintain(self) -> None:
         """Copy the WAL back into the database file (a checkpoint) off the webhook path."""
