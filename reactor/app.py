@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
 
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
-        store.listen(lambda: reactor.dispatcher.wake())
+        store.listen(reactor.dispatcher.wake)
     _housekeeping(active, store)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
