@@ -27,6 +27,7 @@ class PostgresStore(SQLStore):
     claim_lock = "FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, max_size: int = 16):
+        super().__init__()
         self.url = url
         self.max_size = max_size
         self._pool: ConnectionPool | None = None

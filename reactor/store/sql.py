@@ -6,12 +6,15 @@ how to serialise pacing per account and how to wake other processes' dispatchers
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import contextmanager
 
 from ..plan import PlannedAction
+from ..errors import StoreError
 from .contract import Accepted, Attempt, Job, NewDelivery, Store
 
 SCHEMA_VERSION = 1
+ACCEPT_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
 PACING_MARGIN = 0.05  # calls are spaced (1 + margin) / rate apart: any 1 s window holds `rate` calls even
                       # when network and scheduling jitter shift them by up to margin seconds
 
@@ -33,6 +36,11 @@ class SQLStore(Store):
     """Store semantics in SQL; subclasses are dialects."""
 
     claim_lock = ""  # PostgreSQL: FOR UPDATE SKIP LOCKED
+
+    def __init__(self):
+        self._accept_lock = threading.Lock()   # held by the thread committing a group
+        self._queue: list[_Pending] = []       # accepts waiting for the next group commit
+        self._queue_lock = threading.Lock()
 
     # -- what a dialect provides
     @contextmanager
@@ -62,8 +70,46 @@ class SQLStore(Store):
 
     # -- the contract
     def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        with self.transaction() as conn:
-            return self.accept_in(conn, delivery, actions, deadline)
+        """Group commit: the thread that gets the accept lock commits every accept queued so far in one
+        transaction (one fsync); the others find theirs done when they get the lock."""
+        mine = _Pending(delivery, actions, deadline)
+        with self._queue_lock:
+            self._queue.append(mine)
+        if self._accept_lock.acquire(timeout=ACCEPT_WAIT):
+            try:
+                if not mine.finished.is_set():
+                    self._commit_queued()
+            finally:
+                self._accept_lock.release()
+        else:
+            with self._queue_lock:
+                if mine in self._queue:  # not taken by a commit: certainly not stored
+                    self._queue.remove(mine)
+                    raise StoreError(f"the database did not take the delivery within {ACCEPT_WAIT} s")
+            mine.finished.wait()  # a commit in progress holds it: its outcome is ours
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _commit_queued(self) -> None:
+        """Commit every queued accept in one transaction. The batch is taken once the transaction has
+        begun (on SQLite: holds the file lock), so whatever queued meanwhile joins this commit."""
+        batch: list[_Pending] = []
+        try:
+            with self.transaction() as conn:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
+            for pending, result in zip(batch, results):
+                pending.result = result
+        except StoreError as exc:
+            if not batch:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+            for pending in batch:
+                pending.error = exc
+        for pending in batch:
+            pending.finished.set()
 
     def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
         """accept() inside the caller's transaction."""
@@ -210,6 +256,17 @@ class SQLStore(Store):
             for row in self.run(conn, "SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall():
                 out[row["status"]] = row["n"]
         return out
+
+
+class _Pending:
+    """One accept waiting for a group commit."""
+
+    __slots__ = ("delivery", "actions", "deadline", "finished", "result", "error")
+
+    def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
+        self.delivery, self.actions, self.deadline = delivery, actions, deadline
+        self.finished = threading.Event()
+        self.result, self.error = None, None
 
 
 def _job(row) -> Job:

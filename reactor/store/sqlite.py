@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import SchemaError, StoreError
-from ..plan import PlannedAction
-from .contract import Accepted, NewDelivery
 from .sql import SCHEMA_VERSION, SQLStore, schema
 
 BUSY_SECONDS = 2.0  # wait this long for the write lock, then fail: a 503 inside Zoom's 3 s beats a timeout
@@ -25,8 +23,7 @@ class SQLiteStore(SQLStore):
         self._local = threading.local()
         self._pid = os.getpid()
         self._write_lock = threading.Lock()
-        self._queue: list[_Pending] = []       # accepts waiting for the next group commit
-        self._queue_lock = threading.Lock()
+        super().__init__()
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection; never one carried across fork."""
@@ -76,23 +73,6 @@ class SQLiteStore(SQLStore):
                 conn.execute("ROLLBACK")
             raise StoreError(f"the SQLite database {self.path} failed: {exc}") from None
 
-    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """Group commit: the thread that gets the write lock commits every accept queued so far in one
-        transaction (one fsync); the others find theirs done when they get the lock."""
-        mine = _Pending(delivery, actions, deadline)
-        with self._queue_lock:
-            self._queue.append(mine)
-        if not self._write_lock.acquire(timeout=BUSY_SECONDS):
-            raise StoreError(f"the SQLite database {self.path} failed: database is locked (by this process)")
-        try:
-            if not mine.finished:
-                self._commit_queued()
-        finally:
-            self._write_lock.release()
-        if mine.error is not None:
-            raise mine.error
-        return mine.result
-
     @staticmethod
     def _retry_busy(conn, statement: str, deadline: float) -> None:
         pause = BUSY_POLL
@@ -138,26 +118,6 @@ class SQLiteStore(SQLStore):
         except StoreError as exc:
             raise StoreError(f"the SQLite database {self.path} cannot take writes: {exc}") from None
 
-    def _commit_queued(self) -> None:
-        """Commit every queued accept in one transaction. The batch is taken once the database lock
-        is held, so whatever queued while another process held it joins this commit."""
-        batch: list[_Pending] = []
-        try:
-            with self._locked_transaction(durable=True) as conn:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
-            for pending, result in zip(batch, results):
-                pending.result = result
-        except StoreError as exc:
-            if not batch:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-            for pending in batch:
-                pending.error = exc
-        for pending in batch:
-            pending.finished = True
-
     def maintain(self) -> None:
         """Copy the WAL back into the database file (a checkpoint) off the webhook path."""
         try:
@@ -171,12 +131,3 @@ class SQLiteStore(SQLStore):
             conn.close()
             self._local.conn = None
 
-
-class _Pending:
-    """One accept waiting for a group commit."""
-
-    __slots__ = ("delivery", "actions", "deadline", "finished", "result", "error")
-
-    def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
-        self.delivery, self.actions, self.deadline = delivery, actions, deadline
-        self.finished, self.result, self.error = False, None, None
