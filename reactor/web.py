@@ -21,7 +21,7 @@ def _error(status: int, message: str):
 
 @bp.post("/webhooks/zoom")
 def webhook():
-    app = current_app.extensions["reactor"]
+    reactor = current_app.extensions["reactor"]
     length = request.content_length
     if length is not None and length > MAX_BODY:
         return _error(413, f"the body is {length} bytes; reactor accepts at most {MAX_BODY} (1 MiB)")
@@ -32,8 +32,8 @@ def webhook():
     now = time.time()
     try:
         outcome = receive(raw, request.headers.get("x-zm-request-timestamp"), request.headers.get("x-zm-signature"),
-                          secret=app.settings.webhook_secret, tolerance=app.settings.signature_tolerance,
-                          rules=app.rules.current, now=now, action_deadline=app.settings.action_deadline)
+                          secret=reactor.settings.webhook_secret, tolerance=reactor.settings.signature_tolerance,
+                          rules=reactor.rules.current, now=now, action_deadline=reactor.settings.action_deadline)
     except SignatureError as exc:
         return _error(401, str(exc))
     except PayloadError as exc:
@@ -41,12 +41,12 @@ def webhook():
     if isinstance(outcome, Reply):
         return jsonify(outcome.body), 200
     try:
-        accepted = app.store.accept(outcome.record, outcome.actions, outcome.deadline)
+        accepted = reactor.store.accept(outcome.record, outcome.actions, outcome.deadline)
     except StoreError as exc:
         log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc))
         return _error(503, "the database is unavailable; Zoom will retry this delivery")
     if accepted.job_ids:
-        app.wake_dispatcher()
+        reactor.wake_dispatcher()
     record = outcome.record
     log("duplicate" if accepted.duplicate else "accepted", event=record.event, delivery=accepted.delivery_id,
         target=record.order_key, matched=[v["rule"] for v in record.verdicts if v["matched"]],
@@ -62,12 +62,12 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    app = current_app.extensions["reactor"]
-    rules = app.rules
+    reactor = current_app.extensions["reactor"]
+    rules = reactor.rules
     info = {"rules": {"version": rules.current.version, "count": len(rules.current.rules),
                       "loaded_at": rules.loaded_at, "last_error": rules.last_error}}
     try:
-        app.store.ping()
+        reactor.store.ping()
     except StoreError as exc:
         return jsonify({"status": "unavailable", "reason": str(exc), **info}), 503
     return jsonify({"status": "ready", **info}), 200
