@@ -102,12 +102,13 @@ class SQLStore(Store):
                 results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
             for pending, result in zip(batch, results):
                 pending.result = result
-        except StoreError as exc:
+        except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
+            error = exc if isinstance(exc, StoreError) else StoreError(f"storing failed: {type(exc).__name__}")
             if not batch:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
             for pending in batch:
-                pending.error = exc
+                pending.error = error
         for pending in batch:
             pending.finished.set()
 
