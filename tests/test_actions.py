@@ -4,8 +4,26 @@ from email.utils import formatdate
 
 import requests
 
+import pytest
+
 from tests.conftest import CLIENT_SECRET, SECRET, STREAM_KEY, event
 from tests.zoom_standin import Reply
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_env(request):
+    """The same test on the embedded store and on PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    import os
+    import subprocess
+    import sys
+    from tests.backends import fresh_postgres_schema
+    from tests.conftest import ROOT
+    url = fresh_postgres_schema()
+    subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "DATABASE_URL": url}, timeout=60)
+    return {"DATABASE_URL": url}
 
 CONFIGURE_AND_START = """
 rules:
@@ -34,8 +52,8 @@ rules:
 """
 
 
-def test_matching_event_makes_exactly_the_calls_the_rule_says(make_server, zoom):
-    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+def test_matching_event_makes_exactly_the_calls_the_rule_says(make_server, zoom, db_env):
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env=db_env)
     assert server.post(event(meeting_id="98765432109", topic="Town Hall - May")).status_code == 200
     configure, start = zoom.wait_for(2)
     time.sleep(0.5)
@@ -66,10 +84,10 @@ def test_webinars_and_big_ids(make_server, zoom):
                                        "/v2/webinars/91234567890123/livestream/status"]
 
 
-def test_429_retry_after_seconds_is_honoured(make_server, zoom):
+def test_429_retry_after_seconds_is_honoured(make_server, zoom, db_env):
     zoom.script("/v2/meetings/111/livestream/status", [Reply(429, {"code": 429, "message": "Too many requests"},
                                                              {"Retry-After": "2"})])
-    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env=db_env)
     server.post(event(meeting_id="111", topic="Plain"))
     first, second = zoom.wait_for(2, timeout=15)
     assert second.at - first.at >= 2.0
@@ -89,9 +107,9 @@ def test_429_retry_after_http_date_is_honoured(make_server, zoom):
     assert server.wait_jobs(1)[0]["status"] == "done"
 
 
-def test_5xx_is_retried_with_backoff_then_succeeds(make_server, zoom):
+def test_5xx_is_retried_with_backoff_then_succeeds(make_server, zoom, db_env):
     zoom.script("/v2/meetings/113/livestream/status", [Reply(500, {"message": "oops"}), Reply(503, "<html>busy")])
-    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env=db_env)
     server.post(event(meeting_id="113", topic="Plain"))
     a, b, c = zoom.wait_for(3, timeout=20)
     assert 0.7 <= b.at - a.at and 1.5 <= c.at - b.at, "about 1 s, then about 2 s"
@@ -150,9 +168,9 @@ def test_slow_zoom_delays_neither_acks_nor_other_meetings(make_server, zoom):
     assert server.wait_jobs(6, timeout=15)
 
 
-def test_meeting_order_start_then_stop(make_server, zoom):
+def test_meeting_order_start_then_stop(make_server, zoom, db_env):
     zoom.script("/v2/meetings/400/livestream/status", [Reply(503, {"message": "busy"})])
-    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env=db_env)
     t0 = int(time.time() * 1000)
     server.post(event(meeting_id="400", topic="Plain", ts_ms=t0))
     server.post(event("meeting.ended", meeting_id="400", topic="Town Hall", ts_ms=t0 + 10))
@@ -162,8 +180,8 @@ def test_meeting_order_start_then_stop(make_server, zoom):
     assert bodies == ["start", "start", "stop"]
 
 
-def test_earlier_stop_arriving_after_later_start_is_skipped(make_server, zoom):
-    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+def test_earlier_stop_arriving_after_later_start_is_skipped(make_server, zoom, db_env):
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env=db_env)
     t0 = int(time.time() * 1000)
     server.post(event(meeting_id="401", topic="Plain", ts_ms=t0))
     zoom.wait_for(1)
@@ -293,9 +311,9 @@ def test_wrong_credentials_are_dead_with_a_clear_message(make_server, zoom):
     assert zoom.api_calls() == []
 
 
-def test_start_is_skipped_when_its_configure_failed(make_server, zoom):
+def test_start_is_skipped_when_its_configure_failed(make_server, zoom, db_env):
     zoom.script("/v2/meetings/1200/livestream", [Reply(400, {"code": 300, "message": "Invalid stream URL"})])
-    server = make_server(CONFIGURE_AND_START, zoom=zoom)
+    server = make_server(CONFIGURE_AND_START, zoom=zoom, env=db_env)
     server.post(event(meeting_id="1200", topic="Town Hall"))
     configure, start = server.wait_jobs(2)
     assert configure["status"] == "dead" and start["status"] == "skipped"
