@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench import wrk  # noqa: E402
 from reactor.events import event_from_body  # noqa: E402
 from reactor.rules.load import load_rules  # noqa: E402
-from tests.backends import fresh_postgres_schema, postgres_url  # noqa: E402
+from tests.backends import migrated_postgres_schema, postgres_url  # noqa: E402
 from tests.conftest import SECRET, ReactorServer, event, signed_headers  # noqa: E402
 from tests.zoom_standin import Reply, ZoomStandIn  # noqa: E402
 
@@ -101,9 +101,7 @@ def bench_ingest(tmp: Path) -> None:
     row("RSS per web worker after ingest", f"{one['rss']:.0f} MB (1 rule), {big['rss']:.0f} MB (10,000 rules)",
         "<= 80 MB")
     if postgres_url():
-        url = fresh_postgres_schema()
-        subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, check=True,
-                       env={**os.environ, "DATABASE_URL": url}, capture_output=True)
+        url = migrated_postgres_schema()
         zoom = ZoomStandIn()
         server = ReactorServer(tmp / "ingest-pg", one_rule, {**env, "DATABASE_URL": url}, zoom).start()
         try:
@@ -128,10 +126,7 @@ def bench_reaction(tmp: Path) -> None:
             zoom = ZoomStandIn()
             env = {"REACTOR_ZOOM_RATE": "1000"}
             if db:
-                url = fresh_postgres_schema()
-                subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, check=True,
-                               env={**os.environ, "DATABASE_URL": url}, capture_output=True)
-                env["DATABASE_URL"] = url
+                env["DATABASE_URL"] = migrated_postgres_schema()
             server = ReactorServer(tmp / f"react-{label}-{rate}", PLAIN, env, zoom).start()
             try:
                 sent = {}

@@ -108,20 +108,20 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
-    _housekeeping(active, store)
+    start_housekeeping(active.reload_if_changed, store.maintain)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])
     return app
 
 
-def _housekeeping(active: ActiveRules, store: Store, every: float = 2.0) -> None:
-    """One thread per web process: reload changed rule files, and the store's housekeeping."""
+def start_housekeeping(*tasks, every: float = 2.0) -> None:
+    """One thread per process running `tasks` every few seconds (rule reloads, the store's upkeep)."""
 
     def loop():
         while True:
             time.sleep(every)
-            for task in (active.reload_if_changed, store.maintain):
+            for task in tasks:
                 try:
                     task()
                 except Exception as exc:  # housekeeping must never die

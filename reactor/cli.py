@@ -299,6 +299,7 @@ def cmd_worker(args) -> int:
     import signal
     import threading
 
+    from .app import start_housekeeping
     from .dispatch import Dispatcher
     from .errors import ReactorError
     from .logs import configure_logging, log
@@ -319,6 +320,7 @@ def cmd_worker(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     dispatcher.start()
     store.listen(dispatcher.wake)
+    start_housekeeping(store.maintain)
     log("worker started", pid=os.getpid(), threads=dispatcher.threads)
     stop.wait()
     dispatcher.stop()

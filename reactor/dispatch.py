@@ -123,7 +123,6 @@ class Dispatcher:
         if now - self._reaped_at > REAP_EVERY:
             self._reaped_at = now
             self.reap(now)
-            self.store.maintain()
         job = self.store.claim(self.owner, now, LEASE_SECONDS)
         if job is None:
             return False

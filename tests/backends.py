@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -48,6 +51,20 @@ def fresh_postgres_schema() -> str:
         conn.execute(f"CREATE SCHEMA {name}")
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options={quote(f'-csearch_path={name}')}"
+
+
+def migrate(url: str) -> None:
+    """`python -m reactor migrate` against `url`, as the Procfile's release: step runs it."""
+    result = subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, env={**os.environ, "DATABASE_URL": url}, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def migrated_postgres_schema() -> str:
+    """fresh_postgres_schema(), migrated."""
+    url = fresh_postgres_schema()
+    migrate(url)
+    return url
 
 
 def sqlite_store(tmp_path):

@@ -15,15 +15,8 @@ def db_env(request):
     """The same test on the embedded store and on PostgreSQL."""
     if request.param == "sqlite":
         return {}
-    import os
-    import subprocess
-    import sys
-    from tests.backends import fresh_postgres_schema
-    from tests.conftest import ROOT
-    url = fresh_postgres_schema()
-    subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "DATABASE_URL": url}, timeout=60)
-    return {"DATABASE_URL": url}
+    from tests.backends import migrated_postgres_schema
+    return {"DATABASE_URL": migrated_postgres_schema()}
 
 CONFIGURE_AND_START = """
 rules:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.backends import fresh_postgres_schema
+from tests.backends import fresh_postgres_schema, migrate
 from tests.conftest import ROOT, TOWN_HALL_RULES, Worker, event, signed_headers
 from tests.zoom_standin import Reply
 
@@ -27,12 +27,6 @@ PLAIN = TOWN_HALL_RULES + """
 @pytest.fixture
 def pg_url():
     return fresh_postgres_schema()
-
-
-def migrate(url: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "DATABASE_URL": url}, timeout=60)
-    assert result.returncode == 0, result.stderr
 
 
 def cluster(make_server, zoom, url, workers=1, env=None):
