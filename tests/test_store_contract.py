@@ -63,6 +63,27 @@ def test_claim_leases_one_job_to_one_owner(store):
     assert store.counts()["done"] == 1
 
 
+def test_claims_take_expired_leases_first_then_pending_jobs_by_due_time(store):
+    first, second = (store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
+                     for n in (1, 2))
+    assert store.claim("a", T0, 60).id == first.job_ids[0]
+    assert store.claim("b", T0 + 61, 60).id == first.job_ids[0], "a's lease ran out: its job goes before new work"
+    assert store.claim("b", T0 + 61, 60).id == second.job_ids[0]
+
+
+def test_the_sqlite_claim_walks_an_index_instead_of_sorting_every_due_job(tmp_path):
+    """A burst queues thousands of due jobs; a claim (inside the write lock) must not sort them all."""
+    from reactor.store.sql import _CLAIM
+    from reactor.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "plan.db"))
+    store.migrate()
+    with store.reading() as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + _CLAIM.format(due="j.due_at", lock=""),
+                                               ("o", 1, 1, "pending", 1))]
+    assert any("jobs_due" in step for step in plan) and not any("TEMP B-TREE" in step for step in plan), plan
+
+
 def test_concurrent_claims_never_share_a_job(store):
     for n in range(40):
         store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
