@@ -84,6 +84,25 @@ def test_the_sqlite_claim_walks_an_index_instead_of_sorting_every_due_job(tmp_pa
     assert any("jobs_due" in step for step in plan) and not any("TEMP B-TREE" in step for step in plan), plan
 
 
+def test_the_sqlite_wal_shrinks_back_after_a_burst(tmp_path):
+    """Checkpoints cannot finish while writes keep coming, so a burst grows the WAL; once one does, the
+    file goes back to 64 MiB instead of keeping its peak size on disk."""
+    import os
+
+    from reactor.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "wal.db"))
+    store.migrate()
+    wal = tmp_path / "wal.db-wal"
+    for n in range(240):
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO pacing (account, slot) VALUES (?, 0)", (f"{n}-" + "x" * 300_000,))
+    assert os.path.getsize(wal) > 70_000_000
+    store.maintain()
+    store.reserve_slot("after", 30.0, T0)
+    assert os.path.getsize(wal) <= 64 * 1024 * 1024
+
+
 def test_concurrent_claims_never_share_a_job(store):
     for n in range(40):
         store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)

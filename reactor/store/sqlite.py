@@ -39,6 +39,7 @@ class SQLiteStore(SQLStore):
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA cache_size=-512")  # KiB per connection (one per thread); the OS caches the rest
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in maintain(), not inside a webhook
+                conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL grown by a burst shrinks back to 64 MiB
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from None
             self._local.conn = conn
