@@ -3,6 +3,7 @@ import threading
 
 import pytest
 
+from reactor.errors import StoreError
 from reactor.plan import PlannedAction
 from reactor.store.contract import Attempt, NewDelivery
 from tests.backends import BACKENDS
@@ -49,6 +50,48 @@ def test_concurrent_accepts_of_one_key_store_one(store):
     [t.join() for t in threads]
     assert sorted(r.duplicate for r in results) == [False] + [True] * 7
     assert store.counts() == {**store.counts(), "deliveries": 1, "pending": 1}
+
+
+def run_at_once(count: int, fn) -> list:
+    """fn(n) in `count` threads released together; their results (or exceptions), in thread order."""
+    results: list = [None] * count
+    barrier = threading.Barrier(count)
+
+    def go(n):
+        barrier.wait()
+        try:
+            results[n] = fn(n)
+        except Exception as exc:
+            results[n] = exc
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in range(count)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert not any(t.is_alive() for t in threads), "an accept never returned"
+    return results
+
+
+def test_concurrent_accepts_share_commits_and_each_gets_its_own_answer(store):
+    def accept_many(n):
+        return [store.accept(delivery(f"t{n}-{k}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
+                for k in range(15)]
+
+    answers = [a for batch in run_at_once(16, accept_many) for a in batch]
+    assert not any(a.duplicate for a in answers) and all(len(a.job_ids) == 1 for a in answers)
+    assert len({a.delivery_id for a in answers}) == len({a.job_ids[0] for a in answers}) == 240
+    assert store.counts()["deliveries"] == 240 and store.counts()["pending"] == 240
+
+
+def test_a_failed_group_commit_fails_each_of_its_deliveries_and_the_next_commit_works(store):
+    with store.transaction() as conn:
+        store.run(conn, "ALTER TABLE jobs RENAME TO jobs_gone")
+    failures = run_at_once(8, lambda n: store.accept(delivery(f"f{n}"), [action()], T0 + 1800))
+    assert all(isinstance(f, StoreError) for f in failures), failures
+    with store.transaction() as conn:
+        store.run(conn, "ALTER TABLE jobs_gone RENAME TO jobs")
+    assert store.counts()["deliveries"] == 0, "nothing of a failed commit is stored"
+    later = run_at_once(8, lambda n: store.accept(delivery(f"f{n}"), [action()], T0 + 1800))
+    assert not any(a.duplicate for a in later) and store.counts()["pending"] == 8
 
 
 def test_claim_leases_one_job_to_one_owner(store):

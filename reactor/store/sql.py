@@ -41,9 +41,9 @@ class SQLStore(Store):
     claim_lock = ""  # PostgreSQL: FOR UPDATE SKIP LOCKED
 
     def __init__(self):
-        self._accept_lock = threading.Lock()   # held by the thread committing a group
         self._queue: list[_Pending] = []       # accepts waiting for the next group commit
-        self._queue_lock = threading.Lock()
+        self._queue_lock = threading.Lock()    # guards the queue, the lead and each _Pending's flags
+        self._leading = False                  # an accept is committing (or about to)
 
     # -- what a dialect provides
     @contextmanager
@@ -73,47 +73,65 @@ class SQLStore(Store):
 
     # -- the contract
     def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """Group commit: the thread that gets the accept lock commits every accept queued so far in one
-        transaction (one fsync); the others find theirs done when they get the lock."""
+        """Group commit: one accept at a time leads, committing every accept queued so far in one
+        transaction (one fsync), then hands the lead to the first accept that queued meanwhile. The
+        others sleep on their own event until their commit is done or the lead is theirs."""
         mine = _Pending(delivery, actions, deadline)
         with self._queue_lock:
             self._queue.append(mine)
-        if self._accept_lock.acquire(timeout=ACCEPT_WAIT):
-            try:
-                if not mine.finished.is_set():
-                    self._commit_queued()
-            finally:
-                self._accept_lock.release()
-        else:
+            if not self._leading:
+                self._leading = mine.lead = True
+        if not mine.lead:
+            woken = mine.wake.wait(ACCEPT_WAIT)
             with self._queue_lock:
-                if mine in self._queue:  # not taken by a commit: certainly not stored
+                if not woken and not mine.taken and not mine.lead:  # certainly not stored
                     self._queue.remove(mine)
                     raise StoreError(f"the database did not take the delivery within {ACCEPT_WAIT} s")
-            mine.finished.wait()  # a commit in progress holds it: its outcome is ours
+            mine.wake.wait()  # a commit holding it is under way: its outcome is ours; or we lead
+        if not mine.done:
+            self._lead()
         if mine.error is not None:
             raise mine.error
         return mine.result
+
+    def _lead(self) -> None:
+        """Commit what is queued, then pass the lead on (or give it up when nothing waits)."""
+        self._commit_queued()
+        with self._queue_lock:
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._leading = False
 
     def _commit_queued(self) -> None:
         """Commit every queued accept in one transaction. The batch is taken once the transaction has
         begun (on SQLite: holds the file lock), so whatever queued meanwhile joins this commit."""
         batch: list[_Pending] = []
+
+        def take() -> list[_Pending]:
+            with self._queue_lock:
+                taken, self._queue[:] = list(self._queue), []
+                for pending in taken:
+                    pending.taken = True
+            return taken
+
         try:
             with self.transaction() as conn:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
+                batch = take()
                 results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
             for pending, result in zip(batch, results):
                 pending.result = result
         except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
             error = exc if isinstance(exc, StoreError) else StoreError(f"storing failed: {type(exc).__name__}")
             if not batch:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
+                batch = take()
             for pending in batch:
                 pending.error = error
         for pending in batch:
-            pending.finished.set()
+            pending.done = True
+            pending.wake.set()
 
     def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
         """accept() inside the caller's transaction."""
@@ -269,11 +287,12 @@ class SQLStore(Store):
 class _Pending:
     """One accept waiting for a group commit."""
 
-    __slots__ = ("delivery", "actions", "deadline", "finished", "result", "error")
+    __slots__ = ("delivery", "actions", "deadline", "wake", "lead", "taken", "done", "result", "error")
 
     def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
         self.delivery, self.actions, self.deadline = delivery, actions, deadline
-        self.finished = threading.Event()
+        self.wake = threading.Event()   # set when its commit is done, or when the lead passes to it
+        self.lead = self.taken = self.done = False
         self.result, self.error = None, None
 
 
