@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -172,3 +173,22 @@ def test_history_says_to_migrate_on_an_unmigrated_database(pg_url):
     result = subprocess.run([sys.executable, "-m", "reactor", "history"], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "DATABASE_URL": pg_url}, timeout=60)
     assert result.returncode == 0 and "no deliveries recorded" in result.stdout
+
+
+def test_a_dedicated_worker_is_woken_by_the_commit_not_by_its_poll(make_server, zoom, pg_url):
+    """Web processes that do not dispatch NOTIFY at commit; the worker calls Zoom within moments,
+    not at its next poll (every 0.5 s)."""
+    a, _, workers = cluster(make_server, zoom, pg_url, env={"REACTOR_DISPATCH": "off"})
+    try:
+        assert post_raw(a.url, event(meeting_id="24000000000", topic="Plain")).status_code == 200
+        zoom.wait_for(1, timeout=30)  # the worker is up
+        waits = []
+        for n in range(1, 11):
+            time.sleep(0.05 * n % 0.35)  # land at different points of the poll cycle
+            posted = time.time()
+            assert post_raw(a.url, event(meeting_id=str(24_000_000_000 + n), topic="Plain")).status_code == 200
+            call = zoom.wait_for(n + 1, timeout=10)[-1]
+            waits.append(call.at - posted)
+        assert statistics.median(waits) < 0.15, f"webhook to Zoom call, seconds: {sorted(waits)}"
+    finally:
+        [w.stop() for w in workers]

@@ -121,6 +121,8 @@ class SQLStore(Store):
             with self.transaction() as conn:
                 batch = take()
                 results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
+                if any(result.job_ids for result in results):
+                    self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
             for pending, result in zip(batch, results):
                 pending.result = result
         except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
@@ -134,7 +136,7 @@ class SQLStore(Store):
             pending.wake.set()
 
     def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """accept() inside the caller's transaction."""
+        """accept() inside the caller's transaction (which announces the jobs it made)."""
         row = self.run(conn,
             "INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
@@ -158,8 +160,6 @@ class SQLStore(Store):
                 "UPDATE jobs SET confirmed_at = ? WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
                 "AND status = 'done' AND confirmed_at IS NULL AND kind = ? ORDER BY event_ts DESC, id DESC LIMIT 1)",
                 (delivery.received_at, delivery.order_key, delivery.confirms))
-        if job_ids:
-            self.announce(conn)
         return Accepted(delivery_id, False, tuple(job_ids))
 
     def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
