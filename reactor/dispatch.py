@@ -2,7 +2,8 @@
 
 Outcomes: 2xx done; 429 retry at Retry-After (30 s without one), not a failure; 5xx, timeouts and
 connection errors retry with exponential backoff and jitter (1 s doubling to 60 s) until the job's
-deadline, then dead; any other 4xx dead at once with Zoom's code and message.
+deadline, then dead; any other 4xx dead at once with Zoom's code and message. Delays count from the
+answer (or the failure), not from the request.
 """
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ class Dispatcher:
                                 "done")
         if answer.status == 429:
             delay = answer.retry_after if answer.retry_after is not None else RATE_LIMIT_DEFAULT
-            due = at + delay
+            due = at + took / 1000 + delay  # Retry-After counts from the answer, not from the request
             message = f"rate limited ({answer.message or 'too many requests'}); retry after {delay:.0f} s"
             if due > job.deadline:
                 return self._finish(job, Attempt(at, "dead", 429, answer.code, message + ", past the deadline",
@@ -203,7 +204,7 @@ class Dispatcher:
                                          sent=sent), "dead")
 
     def _retry(self, job: Job, at: float, took: float, sent: dict, message: str, status, code) -> None:
-        due = at + backoff(job.failures + 1)
+        due = at + took / 1000 + backoff(job.failures + 1)  # counted from the failure, as Retry-After is
         if due > job.deadline:
             return self._finish(job, Attempt(at, "dead", status, code, f"{message}; gave up at the deadline",
                                              duration_ms=took, sent=sent), "dead")

@@ -6,6 +6,7 @@ announced with NOTIFY so every dispatcher wakes at once (polling is only the fal
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -17,9 +18,33 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import SchemaError, StoreError
 from ..logs import log
+from .contract import Accepted
 from .sql import SCHEMA_VERSION, SQLStore, schema
 
 CHANNEL = "reactor_jobs"
+# A group commit in one statement (one round trip, however many deliveries share the commit): the
+# new deliveries, their jobs, and what was stored.
+_ACCEPT_ALL = """
+WITH d AS (
+    INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts)
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(dedup_key text, event text, event_ts bigint, order_key text,
+                                                     received_at double precision, body text, verdicts text)
+    ON CONFLICT (dedup_key) DO NOTHING
+    RETURNING id, dedup_key
+), j AS (
+    INSERT INTO jobs (delivery_id, seq, rule, kind, action, order_key, account, event_ts, status, due_at, deadline,
+                      updated_at)
+    SELECT d.id, x.seq, x.rule, x.kind, x.action, x.order_key, x.account, x.event_ts, 'pending', x.due_at,
+           x.deadline, x.due_at
+    FROM jsonb_to_recordset(%s::jsonb) AS x(dedup_key text, seq integer, rule text, kind text, action text,
+                                             order_key text, account text, event_ts bigint, due_at double precision,
+                                             deadline double precision)
+    JOIN d ON d.dedup_key = x.dedup_key
+    RETURNING id, delivery_id, seq
+)
+SELECT d.dedup_key, d.id,
+       coalesce((SELECT json_agg(j.id ORDER BY j.seq) FROM j WHERE j.delivery_id = d.id), '[]') AS job_ids
+FROM d"""
 CONNECT_SECONDS = 2      # a connection not had in this time fails the request: 503 inside Zoom's 3 s
 
 
@@ -71,6 +96,36 @@ class PostgresStore(SQLStore):
 
     def run(self, conn, sql: str, params: tuple = ()):
         return conn.execute(sql.replace("?", "%s"), params, prepare=True)
+
+    def accept_all(self, conn, items):
+        firsts = {}
+        for delivery, actions, deadline in items:
+            firsts.setdefault(delivery.dedup_key, (delivery, actions, deadline))
+        deliveries, jobs = [], []
+        for key, (delivery, actions, deadline) in firsts.items():
+            deliveries.append({"dedup_key": key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
+                               "order_key": delivery.order_key, "received_at": delivery.received_at,
+                               "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)})
+            jobs += [{"dedup_key": key, "seq": seq, "rule": action.rule, "kind": action.kind,
+                      "action": json.dumps(action.to_dict()), "order_key": action.order_key, "account": action.account,
+                      "event_ts": delivery.event_ts_ms, "due_at": delivery.received_at, "deadline": deadline}
+                     for seq, action in enumerate(actions)]
+        new = {row["dedup_key"]: (row["id"], tuple(row["job_ids"]))
+               for row in conn.execute(_ACCEPT_ALL, (json.dumps(deliveries), json.dumps(jobs)), prepare=True)}
+        known = {}
+        if len(new) < len(firsts):  # duplicates of deliveries stored before
+            known = {row["dedup_key"]: row["id"] for row in conn.execute(
+                "SELECT dedup_key, id FROM deliveries WHERE dedup_key = ANY(%s)", ([k for k in firsts if k not in new],))}
+        results = []
+        for delivery, _, _ in items:
+            if delivery.dedup_key in new:
+                delivery_id, job_ids = new.pop(delivery.dedup_key)
+                known[delivery.dedup_key] = delivery_id
+                self.confirm(conn, delivery)
+                results.append(Accepted(delivery_id, False, job_ids))
+            else:
+                results.append(Accepted(known[delivery.dedup_key], True))
+        return results
 
     def lock_pacing(self, conn, account: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("reactor-pacing:" + account,))

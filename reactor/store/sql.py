@@ -120,7 +120,7 @@ class SQLStore(Store):
         try:
             with self.transaction() as conn:
                 batch = take()
-                results = [self.accept_in(conn, p.delivery, p.actions, p.deadline) for p in batch]
+                results = self.accept_all(conn, [(p.delivery, p.actions, p.deadline) for p in batch])
                 if any(result.job_ids for result in results):
                     self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
             for pending, result in zip(batch, results):
@@ -134,6 +134,11 @@ class SQLStore(Store):
         for pending in batch:
             pending.done = True
             pending.wake.set()
+
+    def accept_all(self, conn, items: list[tuple[NewDelivery, list[PlannedAction], float]]) -> list[Accepted]:
+        """accept() for each (delivery, actions, deadline) of a group commit, in order, inside the
+        caller's transaction; of two with one dedup key, the second is the first's duplicate."""
+        return [self.accept_in(conn, delivery, actions, deadline) for delivery, actions, deadline in items]
 
     def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
         """accept() inside the caller's transaction (which announces the jobs it made)."""
@@ -155,12 +160,16 @@ class SQLStore(Store):
                  action.account,
                  delivery.event_ts_ms, delivery.received_at, deadline, delivery.received_at)).fetchone()
             job_ids.append(job["id"])
+        self.confirm(conn, delivery)
+        return Accepted(delivery_id, False, tuple(job_ids))
+
+    def confirm(self, conn, delivery: NewDelivery) -> None:
+        """A live_streaming_started/stopped delivery marks the newest done action of its kind confirmed."""
         if delivery.confirms and delivery.order_key:
             self.run(conn,
                 "UPDATE jobs SET confirmed_at = ? WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
                 "AND status = 'done' AND confirmed_at IS NULL AND kind = ? ORDER BY event_ts DESC, id DESC LIMIT 1)",
                 (delivery.received_at, delivery.order_key, delivery.confirms))
-        return Accepted(delivery_id, False, tuple(job_ids))
 
     def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
         with self.transaction(durable=False) as conn:
