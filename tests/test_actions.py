@@ -58,13 +58,16 @@ def test_matching_event_makes_exactly_the_calls_the_rule_says(make_server, zoom,
     assert start.body == {"action": "start", "settings": {"display_name": "Live: Town Hall - May",
                                                           "active_speaker_name": False}}
     assert configure.at <= start.at
+    issued = {f"Bearer {token}" for token in zoom.issued_tokens()}
     for call in (configure, start):
         assert call.headers["content-type"] == "application/json"
-        assert call.headers["authorization"] == f"Bearer {zoom.issued_tokens()[0]}"
-    [token_call] = zoom.token_calls
-    assert token_call.method == "POST"
-    assert "grant_type=account_credentials" in token_call.path and "account_id=test-account" in token_call.path
-    assert token_call.headers["authorization"].startswith("Basic ")
+        assert call.headers["authorization"] in issued
+    # a token is shared by the threads of a process: each of the two web workers may fetch its own
+    assert 1 <= len(zoom.token_calls) <= 2
+    for token_call in zoom.token_calls:
+        assert token_call.method == "POST"
+        assert "grant_type=account_credentials" in token_call.path and "account_id=test-account" in token_call.path
+        assert token_call.headers["authorization"].startswith("Basic ")
     jobs = server.wait_jobs(2)
     assert [j["status"] for j in jobs] == ["done", "done"]
 
