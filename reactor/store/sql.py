@@ -141,7 +141,7 @@ class SQLStore(Store):
         return [self.accept_in(conn, delivery, actions, deadline) for delivery, actions, deadline in items]
 
     def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """accept() inside the caller's transaction (which announces the jobs it made)."""
+        """accept() inside the caller's transaction; the caller announces the jobs it made."""
         row = self.run(conn,
             "INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
