@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -55,8 +52,9 @@ def fresh_postgres_schema() -> str:
 
 def migrate(url: str) -> None:
     """`python -m reactor migrate` against `url`, as the Procfile's release: step runs it."""
-    result = subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=Path(__file__).resolve().parent.parent,
-                            capture_output=True, text=True, env={**os.environ, "DATABASE_URL": url}, timeout=60)
+    from tests.conftest import run_cli
+
+    result = run_cli("migrate", env={"DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
 
 

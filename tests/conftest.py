@@ -152,6 +152,12 @@ class ReactorServer:
         raise AssertionError(f"expected {done} finished jobs, have {[(j['id'], j['status']) for j in self.jobs()]}")
 
 
+def run_cli(*args, env=None):
+    """`python -m reactor ARGS` from the project's root, with this environment plus `env`."""
+    return subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=60)
+
+
 class Worker:
     """`python -m reactor worker`, as the Procfile's worker: line runs it."""
 

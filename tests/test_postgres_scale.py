@@ -5,7 +5,6 @@ import json
 import statistics
 import os
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ import pytest
 import requests
 
 from tests.backends import fresh_postgres_schema, migrate
-from tests.conftest import ROOT, TOWN_HALL_RULES, Worker, event, signed_headers
+from tests.conftest import TOWN_HALL_RULES, Worker, event, run_cli, signed_headers
 from tests.zoom_standin import Reply
 
 PLAIN = TOWN_HALL_RULES + """
@@ -166,12 +165,10 @@ def test_postgres_restart_under_load_loses_nothing(make_server, zoom, pg_url):
 
 
 def test_history_says_to_migrate_on_an_unmigrated_database(pg_url):
-    result = subprocess.run([sys.executable, "-m", "reactor", "history"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "DATABASE_URL": pg_url}, timeout=60)
+    result = run_cli("history", env={"DATABASE_URL": pg_url})
     assert result.returncode != 0 and "run `python -m reactor migrate`" in result.stderr
     migrate(pg_url)
-    result = subprocess.run([sys.executable, "-m", "reactor", "history"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "DATABASE_URL": pg_url}, timeout=60)
+    result = run_cli("history", env={"DATABASE_URL": pg_url})
     assert result.returncode == 0 and "no deliveries recorded" in result.stdout
 
 

@@ -8,6 +8,7 @@ import pytest
 from reactor.errors import RulesError
 from reactor.rules.load import load_rules
 from reactor.secrets import encrypt, keygen
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,13 +124,6 @@ def test_secrets_resolve_and_encrypt(tmp_path):
     load_rules(path, env={}, secret_key=key)
     with pytest.raises(RulesError, match="does not decrypt"):
         load_rules(path, env={}, secret_key=keygen())
-
-
-def run_cli(*args, env=None):
-    import os
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=full_env, timeout=60)
 
 
 def test_check_fails_on_typo_with_file_line_and_suggestion(tmp_path):

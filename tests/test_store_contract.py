@@ -37,21 +37,6 @@ def test_accept_stores_delivery_and_jobs_once(store):
     assert store.counts()["deliveries"] == 1 and store.counts()["pending"] == 2
 
 
-def test_concurrent_accepts_of_one_key_store_one(store):
-    results = []
-    barrier = threading.Barrier(8)
-
-    def go():
-        barrier.wait()
-        results.append(store.accept(delivery("same"), [action()], T0 + 1800))
-
-    threads = [threading.Thread(target=go) for _ in range(8)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert sorted(r.duplicate for r in results) == [False] + [True] * 7
-    assert store.counts() == {**store.counts(), "deliveries": 1, "pending": 1}
-
-
 def run_at_once(count: int, fn) -> list:
     """fn(n) in `count` threads released together; their results (or exceptions), in thread order."""
     results: list = [None] * count
@@ -67,8 +52,14 @@ def run_at_once(count: int, fn) -> list:
     threads = [threading.Thread(target=go, args=(n,)) for n in range(count)]
     [t.start() for t in threads]
     [t.join(30) for t in threads]
-    assert not any(t.is_alive() for t in threads), "an accept never returned"
+    assert not any(t.is_alive() for t in threads), "a thread never returned"
     return results
+
+
+def test_concurrent_accepts_of_one_key_store_one(store):
+    results = run_at_once(8, lambda n: store.accept(delivery("same"), [action()], T0 + 1800))
+    assert sorted(r.duplicate for r in results) == [False] + [True] * 7
+    assert store.counts() == {**store.counts(), "deliveries": 1, "pending": 1}
 
 
 def test_concurrent_accepts_share_commits_and_each_gets_its_own_answer(store):
@@ -149,19 +140,11 @@ def test_the_sqlite_wal_shrinks_back_after_a_burst(tmp_path):
 def test_concurrent_claims_never_share_a_job(store):
     for n in range(40):
         store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
-    claimed, lock = [], threading.Lock()
 
-    def go(owner):
-        while True:
-            job = store.claim(owner, T0, 60)
-            if job is None:
-                return
-            with lock:
-                claimed.append(job.id)
+    def claim_all(n):
+        return list(iter(lambda: store.claim(f"o{n}", T0, 60), None))
 
-    threads = [threading.Thread(target=go, args=(f"o{n}",)) for n in range(6)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
+    claimed = [job.id for jobs in run_at_once(6, claim_all) for job in jobs]
     assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
 
 

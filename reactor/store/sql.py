@@ -112,7 +112,7 @@ class SQLStore(Store):
 
         def take() -> list[_Pending]:
             with self._queue_lock:
-                taken, self._queue[:] = list(self._queue), []
+                taken, self._queue = self._queue, []
                 for pending in taken:
                     pending.taken = True
             return taken
