@@ -117,6 +117,24 @@ def bench_ingest(tmp: Path) -> None:
             f"p50 {pg['p50']:.1f} ms, p99 {pg['p99']:.1f} ms, non-2xx {pg['non2xx']} (one round)")
 
 
+def bench_cpu(tmp: Path) -> None:
+    """CPU per webhook in one thread, each WSGI app called directly: where the ingest gap comes from."""
+    print("CPU per webhook (one thread, WSGI called directly, no gunicorn):", flush=True)
+    rules = tmp / "cpu-rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(PLAIN.replace("Plain*", "Town Hall*"))
+    env = {"PATH": os.environ.get("PATH", ""), "ZOOM_WEBHOOK_SECRET_TOKEN": SECRET, "REACTOR_RULES": str(rules),
+           "DATABASE_URL": f"sqlite:///{tmp / 'cpu.db'}", "REACTOR_DRY_RUN": "1", "REACTOR_DISPATCH": "off"}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu.py")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode:
+        raise SystemExit(f"bench/cpu.py failed:\n{out.stderr}")
+    us = json.loads(out.stdout.strip().splitlines()[-1])
+    row("CPU per webhook, one thread", f"bare Flask {us['bare']:.0f} µs; reactor without its commit "
+        f"{us['uncommitted']:.0f} µs ({us['uncommitted'] / us['bare']:.1f}x); reactor {us['reactor']:.0f} µs "
+        f"({us['reactor'] / us['bare']:.1f}x, one commit and fsync each)")
+
+
 # -- 2. reaction: webhook to Zoom call -------------------------------------------------------------------
 
 
@@ -238,9 +256,9 @@ def bench_burst(tmp: Path) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as folder:
         tmp = Path(folder)
-        only = set(sys.argv[1:]) or {"ingest", "reaction", "rules", "burst"}
-        for name, fn in (("rules", bench_rules), ("ingest", bench_ingest), ("reaction", bench_reaction),
-                         ("burst", bench_burst)):
+        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "reaction", "burst"}
+        for name, fn in (("rules", bench_rules), ("cpu", bench_cpu), ("ingest", bench_ingest),
+                         ("reaction", bench_reaction), ("burst", bench_burst)):
             if name in only:
                 fn(tmp)
     width = max(len(r[0]) for r in ROWS)

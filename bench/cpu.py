@@ -1,0 +1,69 @@
+"""CPU per webhook in one thread, calling each WSGI app directly (no gunicorn, no other load):
+bare Flask, reactor's path without its commit, and reactor (one commit, one fsync, per delivery),
+in alternating rounds.
+
+Run by bench/run.py in its own process with reactor's settings in the environment; prints JSON.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reactor.signature import sign  # noqa: E402
+
+ROUNDS, COUNT = 7, 500  # the apps take turns; the median round of each is reported
+
+
+def environ(secret: str, n: int) -> dict:
+    ts = str(int(time.time()))
+    body = json.dumps({"event": "meeting.started", "event_ts": int(time.time() * 1000), "payload": {
+        "account_id": "bench", "object": {"id": str(80_000_000_000 + n), "uuid": uuid.uuid4().hex,
+                                          "host_id": f"host{n % 50}", "topic": "Town Hall bench", "type": 2}}},
+                      separators=(",", ":")).encode()
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": "/webhooks/zoom", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr, "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+            "HTTP_X_ZM_REQUEST_TIMESTAMP": ts, "HTTP_X_ZM_SIGNATURE": sign(secret, ts, body)}
+
+
+def cpu_per_request(app, secret: str, first: int) -> float:
+    """Microseconds of this process's CPU per request, over COUNT distinct signed deliveries."""
+    statuses = []
+    envs = [environ(secret, first + n) for n in range(COUNT)]
+    started = time.process_time()
+    for env in envs:
+        b"".join(app(env, lambda status, headers, exc_info=None: statuses.append(status)))
+    spent = time.process_time() - started
+    assert all(s.startswith(("200", "204")) for s in statuses), set(statuses)
+    return spent / COUNT * 1e6
+
+
+def main() -> None:
+    from bench.bare_app import create_app as bare
+    from bench.uncommitted_app import create_app as uncommitted
+    from reactor import create_app as reactor
+
+    secret = os.environ["ZOOM_WEBHOOK_SECRET_TOKEN"]
+    apps = {"bare": bare(), "uncommitted": uncommitted(), "reactor": reactor()}
+    for handler in logging.getLogger("reactor").handlers:  # the log lines are still made, just not shown
+        handler.setStream(open(os.devnull, "w"))
+    rounds: dict[str, list[float]] = {name: [] for name in apps}
+    first = 0
+    for _ in range(ROUNDS):
+        for name, app in apps.items():
+            rounds[name].append(cpu_per_request(app, secret, first))
+            first += COUNT
+    print(json.dumps({name: statistics.median(values) for name, values in rounds.items()}))
+
+
+if __name__ == "__main__":
+    main()
