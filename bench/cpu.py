@@ -13,27 +13,25 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reactor.signature import sign  # noqa: E402
+from tests.conftest import event, signed_headers  # noqa: E402
 
 # the apps take turns; the median round of each is reported
 ROUNDS, COUNT = (3, 100) if os.environ.get("BENCH_QUICK") == "1" else (7, 500)
 
 
 def environ(secret: str, n: int) -> dict:
-    ts = str(int(time.time()))
-    body = json.dumps({"event": "meeting.started", "event_ts": int(time.time() * 1000), "payload": {
-        "account_id": "bench", "object": {"id": str(80_000_000_000 + n), "uuid": uuid.uuid4().hex,
-                                          "host_id": f"host{n % 50}", "topic": "Town Hall bench", "type": 2}}},
-                      separators=(",", ":")).encode()
+    """The WSGI environ of one signed meeting.started delivery for meeting n."""
+    body = json.dumps(event(meeting_id=str(80_000_000_000 + n))).encode()
+    headers = signed_headers(body, secret)
     return {"REQUEST_METHOD": "POST", "PATH_INFO": "/webhooks/zoom", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
             "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr, "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-            "HTTP_X_ZM_REQUEST_TIMESTAMP": ts, "HTTP_X_ZM_SIGNATURE": sign(secret, ts, body)}
+            "wsgi.errors": sys.stderr, "CONTENT_TYPE": headers["content-type"], "CONTENT_LENGTH": str(len(body)),
+            "HTTP_X_ZM_REQUEST_TIMESTAMP": headers["x-zm-request-timestamp"],
+            "HTTP_X_ZM_SIGNATURE": headers["x-zm-signature"]}
 
 
 def cpu_per_request(app, secret: str, first: int) -> float:

@@ -28,6 +28,7 @@ from tests.conftest import SECRET, ReactorServer, event, signed_headers  # noqa:
 from tests.zoom_standin import Reply, ZoomStandIn  # noqa: E402
 
 PLAIN = 'rules:\n  - name: Plain\n    on: meeting.started\n    when: {topic: {glob: "Plain*"}}\n    do: [livestream.start]\n'
+TOWN_HALL = PLAIN.replace("Plain*", "Town Hall*")  # matches the topic of every delivery ingest and CPU send
 ROWS: list[tuple[str, str, str]] = []
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 
@@ -70,12 +71,11 @@ def bench_ingest(tmp: Path) -> None:
     script = wrk.write_script(tmp / "deliveries.lua", SECRET, 30_000)
     env = {"WEB_CONCURRENCY": None}  # as the Procfile starts it: gunicorn_conf's default
     zoom = ZoomStandIn()  # real credentials and calls, paced at the default 30/s, as in production
-    one_rule = PLAIN.replace("Plain*", "Town Hall*")
     # the same matching rule, plus 9,999 that the index must rule out: the same actions either way
-    big_rules = many_rules(10_000 - 1) + one_rule.split("rules:\n", 1)[1]
-    targets = {"ceiling": (None, "bench.bare_app:create_app()"), "1 rule": (one_rule, "reactor:create_app()"),
+    big_rules = many_rules(10_000 - 1) + TOWN_HALL.split("rules:\n", 1)[1]
+    targets = {"ceiling": (None, "bench.bare_app:create_app()"), "1 rule": (TOWN_HALL, "reactor:create_app()"),
                "10,000 rules": (big_rules, "reactor:create_app()"),
-               "no commit": (one_rule, "bench.uncommitted_app:create_app()")}
+               "no commit": (TOWN_HALL, "bench.uncommitted_app:create_app()")}
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for n in range(rounds):
         for name, (rules, app) in targets.items():
@@ -107,7 +107,7 @@ def bench_ingest(tmp: Path) -> None:
     if postgres_url():
         url = migrated_postgres_schema()
         zoom = ZoomStandIn()
-        server = ReactorServer(tmp / "ingest-pg", one_rule, {**env, "DATABASE_URL": url}, zoom).start()
+        server = ReactorServer(tmp / "ingest-pg", TOWN_HALL, {**env, "DATABASE_URL": url}, zoom).start()
         try:
             pg = wrk.run(server.url, script, seconds)
         finally:
@@ -122,7 +122,7 @@ def bench_cpu(tmp: Path) -> None:
     print("CPU per webhook (one thread, WSGI called directly, no gunicorn):", flush=True)
     rules = tmp / "cpu-rules"
     rules.mkdir()
-    (rules / "rules.yaml").write_text(PLAIN.replace("Plain*", "Town Hall*"))
+    (rules / "rules.yaml").write_text(TOWN_HALL)
     env = {"PATH": os.environ.get("PATH", ""), "ZOOM_WEBHOOK_SECRET_TOKEN": SECRET, "REACTOR_RULES": str(rules),
            "DATABASE_URL": f"sqlite:///{tmp / 'cpu.db'}", "REACTOR_DRY_RUN": "1", "REACTOR_DISPATCH": "off",
            "BENCH_QUICK": "1" if QUICK else "0"}
