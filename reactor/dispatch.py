@@ -1,44 +1,29 @@
-"""Edge: drain the outbox. Claim a job under a lease, pace, call Zoom, record, reschedule.
-
-Outcomes: 2xx done; 429 retry at Retry-After (30 s without one), not a failure; 5xx, timeouts and
-connection errors retry with exponential backoff and jitter (1 s doubling to 60 s) until the job's
-deadline, then dead; any other 4xx dead at once with Zoom's code and message. Delays count from the
-answer (or the failure), not from the request.
+"""Edge: drain the outbox. Claim a job under a lease, pace, call Zoom, record what the retry
+policy (reactor.retry_policy, pure) decides. This room holds the threads, the lease upkeep, the
+unsealing of secrets for the call, and pacing; it knows no HTTP (reactor.zoom does).
 """
 from __future__ import annotations
 
 import os
-import random
 import socket
 import threading
 import time
 from dataclasses import replace
 
-import requests
-
-from .errors import SecretError, StoreError
+from .delivery import Job
+from .errors import SecretError, StoreError, ZoomError
 from .logs import log
-from .plan import masked, unseal
-from .secrets import resolve_secret, scrub
+from .redact import masked, scrub, unseal
+from .retry_policy import Decision, after_call, before_call
+from .secrets import resolve_secret
 from .settings import Settings
-from .store.contract import Attempt, Job, Store
-from .zoom import Answer, TokenError, ZoomClient
+from .store.contract import Attempt, Store
+from .zoom import ZoomClient
 
 LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts
 REAP_EVERY = 10.0          # look for leases held by dead processes on this host this often
 POLL_SECONDS = 0.5         # idle threads look for due retries this often
-RATE_LIMIT_DEFAULT = 30.0  # Zoom's advice when a 429 has no Retry-After
-BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
 PRUNE_EVERY = 3600.0
-
-SCOPE_HINT = ("the app lacks a scope: add meeting:update:livestream_status:admin and "
-              "meeting:update:livestream:admin (webinar:update:... for webinars), or meeting:write:admin")
-
-
-def backoff(failures: int, rng=random.random) -> float:
-    """Delay before retry number `failures` (1-based): ~1 s doubling to ~60 s, with +-20% jitter."""
-    base = min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, failures - 1))
-    return base * (0.8 + 0.4 * rng())
 
 
 class Dispatcher:
@@ -134,20 +119,13 @@ class Dispatcher:
         action = job.action
         sent = {"method": action.method, "path": action.path, "body": masked(action.body)}
         now = self.clock()
-        if now > job.deadline:
-            return self._finish(job, Attempt(now, "dead", message=(
-                "the event is older than REACTOR_ACTION_DEADLINE; a late event does not start or stop a "
-                "stream blindly (python -m reactor retry ID sends it anyway)"), sent=sent), "dead")
-        if self.store.superseded(job):
-            return self._finish(job, Attempt(now, "skipped", message=(
-                "a later event's action on this meeting already ran; this earlier one would undo it"), sent=sent),
-                "skipped")
-        if self.store.failed_before(job):
-            return self._finish(job, Attempt(now, "skipped", message=(
-                "an earlier action of this rule for this event failed; this one would act on its failure"),
-                sent=sent), "skipped")
-        if self.client is None:
-            return self._finish(job, Attempt(now, "done", message="dry run: not sent", sent=sent), "done")
+        late = now > job.deadline
+        superseded = not late and self.store.superseded(job)
+        failed_before = not late and not superseded and self.store.failed_before(job)
+        early = before_call(job, now, sent, superseded=superseded, failed_before=failed_before,
+                            dry_run=self.client is None)
+        if early is not None:
+            return self._finish(job, early)
         revealed = [self.settings.client_secret]  # values Zoom might echo back in an error message
 
         def reveal(ref: str) -> str:
@@ -157,63 +135,25 @@ class Dispatcher:
         try:
             body = unseal(action.body, reveal)
         except SecretError as exc:
-            return self._finish(job, Attempt(now, "dead", message=f"secret unavailable: {exc}", sent=sent), "dead")
-
+            return self._finish(job, Decision(Attempt(now, "dead", message=f"secret unavailable: {exc}", sent=sent),
+                                              "dead"))
         slot = self.store.reserve_slot(action.account or "-", self.settings.zoom_rate, self.clock())
         wait = slot - self.clock()
         if wait > 0:
             self.sleep(wait)
         started = self.clock()
         try:
-            answer = self.client.call(action.method, action.path, body)
-        except TokenError as exc:
-            answer = None
-            failure = f"OAuth token: {exc}"
-            if not exc.retryable:
-                return self._finish(job, Attempt(started, "dead", message=scrub(failure, revealed), sent=sent), "dead")
-        except requests.RequestException as exc:
-            answer, failure = None, _network_failure(exc)
+            result = self.client.call(action.method, action.path, body)
+        except ZoomError as exc:
+            result = exc
         took = round((self.clock() - started) * 1000, 1)
-        if answer is not None:
-            return self._judge(job, replace(answer, message=scrub(answer.message, revealed)), started, took, sent)
-        return self._retry(job, started, took, sent, scrub(failure, revealed), None, None)
+        decision = after_call(job, result, started, took, sent)
+        attempt = decision.attempt
+        self._finish(job, replace(decision, attempt=replace(attempt, message=scrub(attempt.message, revealed))))
 
-    def _judge(self, job: Job, answer: Answer, at: float, took: float, sent: dict) -> None:
-        if 200 <= answer.status < 300:
-            return self._finish(job, Attempt(at, "done", answer.status, message="ok", duration_ms=took, sent=sent),
-                                "done")
-        if answer.status == 429:
-            delay = answer.retry_after if answer.retry_after is not None else RATE_LIMIT_DEFAULT
-            due = at + took / 1000 + delay  # Retry-After counts from the answer, not from the request
-            message = f"rate limited ({answer.message or 'too many requests'}); retry after {delay:.0f} s"
-            if due > job.deadline:
-                return self._finish(job, Attempt(at, "dead", 429, answer.code, message + ", past the deadline",
-                                                 duration_ms=took, sent=sent), "dead")
-            return self._finish(job, Attempt(at, "rate_limited", 429, answer.code, message, due, took, sent),
-                                "pending", due, failure=False)
-        if answer.status >= 500:
-            return self._retry(job, at, took, sent, f"Zoom answered {answer.status}: {answer.message}",
-                               answer.status, answer.code)
-        message = f"Zoom answered {answer.status}"
-        if answer.code is not None:
-            message += f" code {answer.code}"
-        message += f": {answer.message}" if answer.message else ""
-        if answer.code == 4700:
-            message += f" ({SCOPE_HINT})"
-        return self._finish(job, Attempt(at, "dead", answer.status, answer.code, message, duration_ms=took,
-                                         sent=sent), "dead")
-
-    def _retry(self, job: Job, at: float, took: float, sent: dict, message: str, status, code) -> None:
-        due = at + took / 1000 + backoff(job.failures + 1)  # counted from the failure, as Retry-After is
-        if due > job.deadline:
-            return self._finish(job, Attempt(at, "dead", status, code, f"{message}; gave up at the deadline",
-                                             duration_ms=took, sent=sent), "dead")
-        return self._finish(job, Attempt(at, "retry", status, code, message, due, took, sent), "pending", due)
-
-    def _finish(self, job: Job, attempt: Attempt, status: str, due_at: float | None = None,
-                failure: bool | None = None) -> None:
-        counts_as_failure = attempt.outcome == "retry" if failure is None else failure
-        held = self.store.finish(job, self.owner, attempt, status, due_at, failure=counts_as_failure)
+    def _finish(self, job: Job, decision: Decision) -> None:
+        attempt = decision.attempt
+        held = self.store.finish(job, self.owner, attempt, decision.status, decision.due_at, failure=decision.failure)
         log("attempt", job=job.id, delivery=job.delivery_id, rule=job.action.rule, action=job.action.kind,
             path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,
             zoom_code=attempt.zoom_code, message=attempt.message, next_at=attempt.next_at,
@@ -228,11 +168,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _network_failure(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return f"no answer from Zoom within the timeout ({type(exc).__name__})"
-    if isinstance(exc, requests.ConnectionError):
-        return f"cannot reach Zoom ({type(exc).__name__})"
-    return f"the call to Zoom failed ({type(exc).__name__})"

@@ -1,4 +1,4 @@
-"""Pure: turn a verified body into an Event; field paths; the dedup key; the action target."""
+"""Pure: turn a verified body into an Event; field paths; the dedup key; the action target; Zoom's event facts."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +11,11 @@ from .errors import PayloadError
 MISSING = object()
 ENVELOPE_FIELDS = ("event", "event_ts", "payload", "download_token")
 MAX_DEPTH = 64
+# Zoom's confirmation events: which action of reactor's each one confirms on its meeting or webinar.
+CONFIRMS = {
+    "meeting.live_streaming_started": "livestream.start", "meeting.live_streaming_stopped": "livestream.stop",
+    "webinar.live_streaming_started": "livestream.start", "webinar.live_streaming_stopped": "livestream.stop",
+}
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,11 @@ class Target:
 
     kind: str  # "meetings" | "webinars"
     id: str
+
+    @property
+    def key(self) -> str:
+        """The order key: actions on one target run one at a time, in event order."""
+        return f"{self.kind}/{self.id}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,11 @@ class Event:
         payload = self.body.get("payload")
         value = payload.get("account_id") if isinstance(payload, dict) else None
         return value if isinstance(value, str) else ""
+
+    @property
+    def confirms(self) -> str:
+        """The action kind this event confirms (a live stream started or stopped), else ""."""
+        return CONFIRMS.get(self.name, "")
 
     @property
     def target(self) -> Target | None:
@@ -146,17 +161,3 @@ def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
-
-
-REDACTED = "<redacted>"
-SECRET_FIELDS = frozenset({"stream_key", "password", "passcode", "h323_password", "pstn_password",
-                           "encrypted_password", "token", "access_token", "download_token"})
-
-
-def redact(value: Any) -> Any:
-    """A copy of a body with secret-bearing fields (stream keys, passwords, tokens) replaced."""
-    if isinstance(value, dict):
-        return {k: REDACTED if k in SECRET_FIELDS and v not in (None, "") else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value

@@ -2,7 +2,7 @@
 
 The app is created in each worker after fork (no preload), so no database connection or thread
 crosses a fork. The master validates settings and rules first, so a bad configuration stops
-start-up with one clear message, and SIGHUP re-validates them (see reactor.boot).
+start-up with one clear message, and SIGHUP re-validates them (see reactor.live_rules).
 """
 import multiprocessing
 import os
@@ -24,7 +24,7 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
 
 
 def on_starting(server):
-    from reactor.boot import validate
+    from reactor.live_rules import validate
     from reactor.errors import ReactorError
     from reactor.settings import Settings
     from reactor.store import open_store
@@ -47,7 +47,7 @@ def on_starting(server):
 
 
 def on_reload(server):
-    from reactor.boot import revalidate
+    from reactor.live_rules import revalidate
     from reactor.settings import Settings
 
     problems = revalidate(Settings.from_env())

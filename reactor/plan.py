@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import MISSING, Event
+from .redact import SECRET_MARK
 from .rules.model import Rule, Secret, Template
 
 DISPLAY_NAME_MAX = 50
-SECRET_MARK = "$secret"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Ski
                         args["display_name"] = args["display_name"][:DISPLAY_NAME_MAX]
                     body["settings"] = args
             planned.append(PlannedAction(rule=rule.name, kind=action.kind, method="PATCH", path=path, body=body,
-                                         order_key=f"{target.kind}/{target.id}",
+                                         order_key=target.key,
                                          account=event.account_id))
     return planned, skipped
 
@@ -82,25 +82,3 @@ def render(value: Any, event: Event) -> Any:
                 out.append(part)
         return "".join(out)
     return value
-
-
-def masked(body: Any) -> Any:
-    """`body` as history and explain show it: secret references, never values."""
-    if isinstance(body, dict):
-        if set(body) == {SECRET_MARK}:
-            return Secret(body[SECRET_MARK]).masked()
-        return {k: masked(v) for k, v in body.items()}
-    if isinstance(body, list):
-        return [masked(v) for v in body]
-    return body
-
-
-def unseal(body: Any, resolve) -> Any:
-    """`body` with each secret reference replaced by resolve(reference): for the HTTP call only."""
-    if isinstance(body, dict):
-        if set(body) == {SECRET_MARK}:
-            return resolve(body[SECRET_MARK])
-        return {k: unseal(v, resolve) for k, v in body.items()}
-    if isinstance(body, list):
-        return [unseal(v, resolve) for v in body]
-    return body

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .delivery import NewDelivery
 from .errors import PayloadError
-from .events import Event, event_from_body, parse_body, redact
-from .plan import Skipped, plan
+from .events import event_from_body, parse_body
+from .plan import PlannedAction, Skipped, plan
+from .redact import redact
 from .rules.match import RuleSet
 from .signature import url_validation_answer, verify_signature
-from .store.contract import NewDelivery
-
-CONFIRMS = {
-    "meeting.live_streaming_started": "livestream.start", "meeting.live_streaming_stopped": "livestream.stop",
-    "webinar.live_streaming_started": "livestream.start", "webinar.live_streaming_stopped": "livestream.stop",
-}
 
 
 @dataclass(frozen=True)
@@ -30,9 +26,8 @@ class Reply:
 class Delivery:
     """Store this, then acknowledge."""
 
-    event: Event
     record: NewDelivery
-    actions: list
+    actions: list[PlannedAction]
     deadline: float
 
 
@@ -56,12 +51,11 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secret:
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
         body=redact(body), verdicts=_verdicts(verdicts, skipped),
-        order_key=f"{target.kind}/{target.id}" if target else "", confirms=CONFIRMS.get(event.name, ""))
-    return Delivery(event, record, actions, deadline=event_ms / 1000 + action_deadline)
+        order_key=target.key if target else "", confirms=event.confirms)
+    return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline)
 
 
 def _verdicts(verdicts, skipped: list[Skipped]) -> list[dict]:
     out = [{"rule": v.rule.name, "matched": v.matched, "why": "" if v.matched else str(v.failure)} for v in verdicts]
     out += [{"rule": s.rule, "matched": True, "why": f"{s.kind} skipped: {s.reason}"} for s in skipped]
     return out
-

@@ -50,14 +50,6 @@ def resolve_secret(ref: str, env: Mapping[str, str], key: str) -> str:
     return _ENV_REF.sub(substitute, ref)
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """`text` (say, an error message from Zoom) with every secret value in it replaced."""
-    for value in secrets:
-        if value and len(value) >= 4:
-            text = text.replace(value, "<redacted>")
-    return text
-
-
 def check_secret(ref: str, env: Mapping[str, str], key: str, resolve: bool = True) -> None:
     """Raise SecretError unless `ref` resolves now (or, without `resolve`, is well formed)."""
     if resolve:

@@ -35,21 +35,24 @@ class Settings:
     action_deadline: int = 1800        # seconds after the event; later, an action is dead
     history_days: int = 30
     secret_key: str = field(default="", repr=False)
+    port: int = 8000                   # where gunicorn listens (PaaS set PORT); `send` posts there
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(api_url={self.api_url!r}, rules_path={self.rules_path!r}, dry_run={self.dry_run})"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, webhooks: bool = True, **overrides) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, webhooks: bool = True, zoom: bool = True,
+                 **overrides) -> "Settings":
         """Read every setting from `env` (default os.environ); raise ConfigError naming what is wrong.
-        `webhooks=False` (a dedicated worker) does not need the webhook secret."""
+        A command asks for the part it needs: `webhooks=False` (a dedicated worker, the tools) does not
+        need the webhook secret, `zoom=False` (the tools) not the Zoom credentials."""
         env = os.environ if env is None else env
         secret = env.get("ZOOM_WEBHOOK_SECRET_TOKEN", "")
         if not secret and webhooks:
             raise _missing("ZOOM_WEBHOOK_SECRET_TOKEN")
         dry_run = _flag(env, "REACTOR_DRY_RUN", False)
         creds = {k: env.get(k, "") for k in ("ZOOM_ACCOUNT_ID", "ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET")}
-        if not dry_run:
+        if not dry_run and zoom:
             for name, value in creds.items():
                 if not value:
                     raise _missing(name, "or set REACTOR_DRY_RUN=1 to record actions without calling Zoom")
@@ -73,6 +76,7 @@ class Settings:
             action_deadline=_number(env, "REACTOR_ACTION_DEADLINE", 1800, int, minimum=1),
             history_days=_number(env, "REACTOR_HISTORY_DAYS", 30, int, minimum=1),
             secret_key=env.get("REACTOR_SECRET_KEY", ""),
+            port=_number(env, "PORT", 8000, int, minimum=1),
         )
         return replace(settings, **overrides) if overrides else settings
 

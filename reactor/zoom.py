@@ -1,34 +1,20 @@
-"""Edge: the Zoom REST client. Server-to-Server OAuth, one shared token per process, JSON calls."""
+"""Edge: the Zoom REST client, the only room that knows HTTP. Server-to-Server OAuth, one shared
+token per process, JSON calls. Every failure leaves it as a ZoomError that says whether it is
+worth retrying; every answer as an Answer (reactor.retry_policy judges it)."""
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import requests
 
+from .errors import TokenError, ZoomError, ZoomUnreachable
+from .retry_policy import Answer
+
 TIMEOUT = (5, 20)          # connect, read seconds
 REFRESH_AHEAD = 60         # refresh a token this many seconds before it expires
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What Zoom said to one call."""
-
-    status: int
-    code: int | None = None       # Zoom's error code, when the body has one
-    message: str = ""
-    retry_after: float | None = None  # seconds, from Retry-After
-
-
-class TokenError(Exception):
-    """The token endpoint refused or failed. `retryable` says whether trying later can help."""
-
-    def __init__(self, message: str, retryable: bool):
-        self.retryable = retryable
-        super().__init__(message)
 
 
 class ZoomClient:
@@ -75,23 +61,33 @@ class ZoomClient:
                 self._token, self._expires = None, 0.0
 
     def call(self, method: str, path: str, body: dict) -> Answer:
-        """One call; on 401 a fresh token and one retry. Raises requests.RequestException or TokenError."""
+        """One call; on 401 a fresh token and one retry. Raises ZoomError (TokenError, ZoomUnreachable)."""
         answer = None
         for _ in range(2):
             token = self.token()
-            response = self._session.request(method, self.api_url + path, json=body, timeout=TIMEOUT,
-                                             headers={"Authorization": f"Bearer {token}"})
-            answer = _answer(response)
+            try:
+                response = self._session.request(method, self.api_url + path, json=body, timeout=TIMEOUT,
+                                                 headers={"Authorization": f"Bearer {token}"})
+            except requests.RequestException as exc:
+                raise _failure(exc) from None
+            answer = self._answer(response)
             if answer.status != 401:
                 return answer
             self.drop_token(token)
         return answer
 
+    def _answer(self, response: requests.Response) -> Answer:
+        code, message = _describe(response)
+        retry = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+        return Answer(response.status_code, code, message, retry)
 
-def _answer(response: requests.Response) -> Answer:
-    code, message = _describe(response)
-    retry = parse_retry_after(response.headers.get("Retry-After"), time.time())
-    return Answer(response.status_code, code, message, retry)
+
+def _failure(exc: requests.RequestException) -> ZoomError:
+    if isinstance(exc, requests.Timeout):
+        return ZoomUnreachable(f"no answer from Zoom within the timeout ({type(exc).__name__})")
+    if isinstance(exc, requests.ConnectionError):
+        return ZoomUnreachable(f"cannot reach Zoom ({type(exc).__name__})")
+    return ZoomError(f"the call to Zoom failed ({type(exc).__name__})")
 
 
 def _describe(response: requests.Response) -> tuple[int | None, str]:

@@ -12,14 +12,10 @@ from typing import Any
 
 import yaml
 
+from ..errors import YamlProblem
+
 MAX_NODES = 200_000
 MAX_DEPTH = 40
-
-
-class YamlProblem(Exception):
-    def __init__(self, line: int, message: str):
-        self.line, self.message = line, message
-        super().__init__(f"line {line}: {message}")
 
 
 class LMap(dict):

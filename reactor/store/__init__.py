@@ -1,7 +1,7 @@
 """The store: where deliveries, the outbox of actions and their history live. Chosen by DATABASE_URL."""
 from __future__ import annotations
 
-from .contract import Accepted, Attempt, Job, NewDelivery, Store
+from .contract import STATUSES, Accepted, Attempt, Job, NewDelivery, Store
 
 
 def open_store(database_url: str) -> Store:
@@ -17,4 +17,4 @@ def open_store(database_url: str) -> Store:
     raise ValueError(f"unsupported DATABASE_URL scheme: {database_url.split(':', 1)[0]}")
 
 
-__all__ = ["Accepted", "Attempt", "Job", "NewDelivery", "Store", "open_store"]
+__all__ = ["STATUSES", "Accepted", "Attempt", "Job", "NewDelivery", "Store", "open_store"]

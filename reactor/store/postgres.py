@@ -18,8 +18,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import SchemaError, StoreError
 from ..logs import log
-from .contract import Accepted
-from .sql import SCHEMA_VERSION, SQLStore, schema
+from ..delivery import Accepted
+from .schema import SCHEMA_VERSION, delivery_row, job_rows, schema
+from .sql import SQLStore
 
 CHANNEL = "reactor_jobs"
 # A group commit in one statement (one round trip, however many deliveries share the commit): the
@@ -97,19 +98,13 @@ class PostgresStore(SQLStore):
     def run(self, conn, sql: str, params: tuple = ()):
         return conn.execute(sql.replace("?", "%s"), params, prepare=True)
 
-    def accept_all(self, conn, items):
+    def accept_all(self, conn, items) -> list[Accepted]:
+        """The whole group commit in one statement (_ACCEPT_ALL), plus one for earlier duplicates."""
         firsts = {}
         for delivery, actions, deadline in items:
             firsts.setdefault(delivery.dedup_key, (delivery, actions, deadline))
-        deliveries, jobs = [], []
-        for key, (delivery, actions, deadline) in firsts.items():
-            deliveries.append({"dedup_key": key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
-                               "order_key": delivery.order_key, "received_at": delivery.received_at,
-                               "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)})
-            jobs += [{"dedup_key": key, "seq": seq, "rule": action.rule, "kind": action.kind,
-                      "action": json.dumps(action.to_dict()), "order_key": action.order_key, "account": action.account,
-                      "event_ts": delivery.event_ts_ms, "due_at": delivery.received_at, "deadline": deadline}
-                     for seq, action in enumerate(actions)]
+        deliveries = [delivery_row(delivery) for delivery, _, _ in firsts.values()]
+        jobs = [job for item in firsts.values() for job in job_rows(*item)]
         new = {row["dedup_key"]: (row["id"], tuple(row["job_ids"]))
                for row in conn.execute(_ACCEPT_ALL, (json.dumps(deliveries), json.dumps(jobs)), prepare=True)}
         known = {}

@@ -1,20 +1,20 @@
-"""The store's queries, shared by the SQLite and PostgreSQL dialects (written with ? placeholders).
+"""The store's portable queries, shared by the SQLite and PostgreSQL dialects (written with ? placeholders).
 
-A dialect supplies connections and transactions, its DDL, and what SQL cannot say portably:
-how to serialise pacing per account and how to wake other processes' dispatchers.
+A dialect supplies connections and transactions, how it inserts a group commit's deliveries and jobs
+(reactor/store/schema.py says which rows), and what SQL cannot say portably: how to serialise pacing
+per account and how to wake other processes' dispatchers.
 """
 from __future__ import annotations
 
 import json
-import threading
 from contextlib import contextmanager
 
+from ..delivery import STATUSES, Accepted, Attempt, Job, NewDelivery
+from ..events import Target
 from ..plan import PlannedAction
-from ..errors import StoreError
-from .contract import Accepted, Attempt, Job, NewDelivery, Store
+from .contract import Store
+from .group_commit import GroupCommit
 
-SCHEMA_VERSION = 1
-ACCEPT_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
 PACING_MARGIN = 0.05  # calls are spaced (1 + margin) / rate apart: any 1 s window holds `rate` calls even
                       # when network and scheduling jitter shift them by up to margin seconds
 
@@ -35,15 +35,10 @@ _CLAIM = f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_until = 
              RETURNING *"""
 
 
-class SQLStore(Store):
+class SQLStore(GroupCommit, Store):
     """Store semantics in SQL; subclasses are dialects."""
 
     claim_lock = ""  # PostgreSQL: FOR UPDATE SKIP LOCKED
-
-    def __init__(self):
-        self._queue: list[_Pending] = []       # accepts waiting for the next group commit
-        self._queue_lock = threading.Lock()    # guards the queue, the lead and each _Pending's flags
-        self._leading = False                  # an accept is committing (or about to)
 
     # -- what a dialect provides
     @contextmanager
@@ -71,98 +66,13 @@ class SQLStore(Store):
     def announce(self, conn) -> None:
         """Tell other processes' dispatchers that jobs were committed (at commit)."""
 
-    # -- the contract
-    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """Group commit: one accept at a time leads, committing every accept queued so far in one
-        transaction (one fsync), then hands the lead to the first accept that queued meanwhile. The
-        others sleep on their own event until their commit is done or the lead is theirs."""
-        mine = _Pending(delivery, actions, deadline)
-        with self._queue_lock:
-            self._queue.append(mine)
-            if not self._leading:
-                self._leading = mine.lead = True
-        if not mine.lead:
-            woken = mine.wake.wait(ACCEPT_WAIT)
-            with self._queue_lock:
-                if not woken and not mine.taken and not mine.lead:  # certainly not stored
-                    self._queue.remove(mine)
-                    raise StoreError(f"the database did not take the delivery within {ACCEPT_WAIT} s")
-            mine.wake.wait()  # a commit holding it is under way: its outcome is ours; or we lead
-        if not mine.done:
-            self._lead()
-        if mine.error is not None:
-            raise mine.error
-        return mine.result
-
-    def _lead(self) -> None:
-        """Commit what is queued, then pass the lead on (or give it up when nothing waits)."""
-        self._commit_queued()
-        with self._queue_lock:
-            if self._queue:
-                successor = self._queue[0]
-                successor.lead = True
-                successor.wake.set()
-            else:
-                self._leading = False
-
-    def _commit_queued(self) -> None:
-        """Commit every queued accept in one transaction. The batch is taken once the transaction has
-        begun (on SQLite: holds the file lock), so whatever queued meanwhile joins this commit."""
-        batch: list[_Pending] = []
-
-        def take() -> list[_Pending]:
-            with self._queue_lock:
-                taken, self._queue = self._queue, []
-                for pending in taken:
-                    pending.taken = True
-            return taken
-
-        try:
-            with self.transaction() as conn:
-                batch = take()
-                results = self.accept_all(conn, [(p.delivery, p.actions, p.deadline) for p in batch])
-                if any(result.job_ids for result in results):
-                    self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
-            for pending, result in zip(batch, results):
-                pending.result = result
-        except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
-            error = exc if isinstance(exc, StoreError) else StoreError(f"storing failed: {type(exc).__name__}")
-            if not batch:
-                batch = take()
-            for pending in batch:
-                pending.error = error
-        for pending in batch:
-            pending.done = True
-            pending.wake.set()
-
     def accept_all(self, conn, items: list[tuple[NewDelivery, list[PlannedAction], float]]) -> list[Accepted]:
         """accept() for each (delivery, actions, deadline) of a group commit, in order, inside the
-        caller's transaction; of two with one dedup key, the second is the first's duplicate."""
-        return [self.accept_in(conn, delivery, actions, deadline) for delivery, actions, deadline in items]
+        caller's transaction (see schema.delivery_row / job_rows); of two with one dedup key, the second
+        is the first's duplicate. Each new delivery is confirm()ed."""
+        raise NotImplementedError
 
-    def accept_in(self, conn, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """accept() inside the caller's transaction; the caller announces the jobs it made."""
-        row = self.run(conn,
-            "INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            (delivery.dedup_key, delivery.event, delivery.event_ts_ms, delivery.order_key,
-             delivery.received_at, json.dumps(delivery.body), json.dumps(delivery.verdicts))).fetchone()
-        if row is None:
-            row = self.run(conn, "SELECT id FROM deliveries WHERE dedup_key = ?", (delivery.dedup_key,)).fetchone()
-            return Accepted(row["id"], True)
-        delivery_id = row["id"]
-        job_ids = []
-        for seq, action in enumerate(actions):
-            job = self.run(conn,
-                "INSERT INTO jobs (delivery_id, seq, rule, kind, action, order_key, account, event_ts, status, due_at, "
-                "deadline, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
-                (delivery_id, seq, action.rule, action.kind, json.dumps(action.to_dict()), action.order_key,
-                 action.account,
-                 delivery.event_ts_ms, delivery.received_at, deadline, delivery.received_at)).fetchone()
-            job_ids.append(job["id"])
-        self.confirm(conn, delivery)
-        return Accepted(delivery_id, False, tuple(job_ids))
-
+    # -- the contract
     def confirm(self, conn, delivery: NewDelivery) -> None:
         """A live_streaming_started/stopped delivery marks the newest done action of its kind confirmed."""
         if delivery.confirms and delivery.order_key:
@@ -259,7 +169,7 @@ class SQLStore(Store):
         where, args = [], []
         if meeting:
             where.append("d.order_key IN (?, ?)")
-            args += [f"meetings/{meeting}", f"webinars/{meeting}"]
+            args += [Target("meetings", meeting).key, Target("webinars", meeting).key]
         if since is not None:
             where.append("d.received_at >= ?")
             args.append(since)
@@ -285,7 +195,7 @@ class SQLStore(Store):
         return out
 
     def counts(self) -> dict:
-        out = {"deliveries": 0, "pending": 0, "running": 0, "done": 0, "dead": 0, "skipped": 0}
+        out = {"deliveries": 0, **dict.fromkeys(STATUSES, 0)}
         with self.reading() as conn:
             out["deliveries"] = self.run(conn, "SELECT count(*) AS n FROM deliveries").fetchone()["n"]
             for row in self.run(conn, "SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall():
@@ -293,78 +203,7 @@ class SQLStore(Store):
         return out
 
 
-class _Pending:
-    """One accept waiting for a group commit."""
-
-    __slots__ = ("delivery", "actions", "deadline", "wake", "lead", "taken", "done", "result", "error")
-
-    def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
-        self.delivery, self.actions, self.deadline = delivery, actions, deadline
-        self.wake = threading.Event()   # set when its commit is done, or when the lead passes to it
-        self.lead = self.taken = self.done = False
-        self.result, self.error = None, None
-
-
 def _job(row) -> Job:
     return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),
                event_ts_ms=row["event_ts"], deadline=row["deadline"], attempts=row["attempts"],
                status=row["status"], lease_owner=row["lease_owner"], failures=row["failures"], seq=row["seq"])
-
-
-def schema(ident: str, real: str, text_json: str = "TEXT") -> str:
-    """The DDL, with the dialect's auto-increment key, float and JSON text types."""
-    return f"""
-CREATE TABLE IF NOT EXISTS deliveries (
-    id {ident},
-    dedup_key TEXT NOT NULL UNIQUE,
-    event TEXT NOT NULL,
-    event_ts BIGINT NOT NULL,
-    order_key TEXT NOT NULL,
-    received_at {real} NOT NULL,
-    body {text_json} NOT NULL,
-    verdicts {text_json} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
-CREATE INDEX IF NOT EXISTS deliveries_order_key ON deliveries (order_key);
-CREATE TABLE IF NOT EXISTS jobs (
-    id {ident},
-    delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    action {text_json} NOT NULL,
-    order_key TEXT NOT NULL,
-    account TEXT NOT NULL,
-    event_ts BIGINT NOT NULL,
-    status TEXT NOT NULL,
-    due_at {real} NOT NULL,
-    deadline {real} NOT NULL,
-    lease_owner TEXT NOT NULL DEFAULT '',
-    lease_until {real} NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0,
-    last_message TEXT NOT NULL DEFAULT '',
-    confirmed_at {real},
-    updated_at {real} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, due_at);
-CREATE INDEX IF NOT EXISTS jobs_order ON jobs (order_key, status, event_ts);
-CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs (delivery_id);
-CREATE TABLE IF NOT EXISTS attempts (
-    id {ident},
-    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    at {real} NOT NULL,
-    outcome TEXT NOT NULL,
-    http_status INTEGER,
-    zoom_code BIGINT,
-    message TEXT NOT NULL,
-    next_at {real},
-    duration_ms {real},
-    sent {text_json} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
-CREATE TABLE IF NOT EXISTS pacing (
-    account TEXT PRIMARY KEY,
-    slot {real} NOT NULL
-);
-"""

@@ -1,6 +1,7 @@
 """The embedded default store: one SQLite file in WAL mode, committed with synchronous=FULL."""
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -8,13 +9,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..delivery import Accepted
 from ..errors import SchemaError, StoreError
-from .sql import SCHEMA_VERSION, SQLStore, schema
+from .schema import SCHEMA_VERSION, delivery_row, job_rows, schema
+from .sql import SQLStore
 
 BUSY_SECONDS = 2.0  # wait this long for the write lock, then fail: a 503 inside Zoom's 3 s beats a timeout
 # SQLite's own busy handler sleeps up to 100 ms between tries; reactor waits for the lock itself:
 # threads of one process queue on a Python lock, processes retry every BUSY_POLL seconds.
 BUSY_POLL = 0.0002
+
+
+@functools.cache
+def _insert(table: str, columns: tuple, conflict: str = "") -> str:
+    """INSERT ... RETURNING id for a row of these named columns (schema.py says which)."""
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+            f"{conflict} RETURNING id")
 
 
 class SQLiteStore(SQLStore):
@@ -93,6 +103,25 @@ class SQLiteStore(SQLStore):
             yield self._conn()
         except sqlite3.Error as exc:
             raise StoreError(f"the SQLite database {self.path} failed: {exc}") from None
+
+    def accept_all(self, conn, items) -> list[Accepted]:
+        """Row by row: SQLite statements are function calls in this process, not round trips."""
+        results = []
+        for delivery, actions, deadline in items:
+            row = delivery_row(delivery)
+            stored = conn.execute(_insert("deliveries", tuple(row), "ON CONFLICT (dedup_key) DO NOTHING"), row).fetchone()
+            if stored is None:
+                first = conn.execute("SELECT id FROM deliveries WHERE dedup_key = ?", (delivery.dedup_key,)).fetchone()
+                results.append(Accepted(first["id"], True))
+                continue
+            job_ids = []
+            for job in job_rows(delivery, actions, deadline):
+                job.pop("dedup_key")
+                job.update(delivery_id=stored["id"], status="pending", updated_at=job["due_at"])
+                job_ids.append(conn.execute(_insert("jobs", tuple(job)), job).fetchone()["id"])
+            self.confirm(conn, delivery)
+            results.append(Accepted(stored["id"], False, tuple(job_ids)))
+        return results
 
     def migrate(self) -> None:
         conn = self._conn()

@@ -1,0 +1,107 @@
+"""Pure: the retry policy. Zoom's answer (or the failure), the job and the clock in; what to record,
+the job's new status and when to try next out. The dispatcher does what this decides.
+
+2xx done; 429 retry at Retry-After (30 s without one), not counted as a failure; 5xx, timeouts and
+connection errors retry with exponential backoff and jitter (1 s doubling to 60 s) until the job's
+deadline, then dead; 401 (after the client's one retry with a fresh token) and any other 4xx dead at
+once with Zoom's code and message. Delays count from the answer (or the failure), not the request.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from .delivery import Attempt, Job
+from .errors import TokenError, ZoomError
+
+RATE_LIMIT_DEFAULT = 30.0  # Zoom's advice when a 429 has no Retry-After
+BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
+SCOPE_HINT = ("the app lacks a scope: add meeting:update:livestream_status:admin and "
+              "meeting:update:livestream:admin (webinar:update:... for webinars), or meeting:write:admin")
+LATE = ("the event is older than REACTOR_ACTION_DEADLINE; a late event does not start or stop a stream "
+        "blindly (python -m reactor retry ID sends it anyway)")
+SUPERSEDED = "a later event's action on this meeting already ran; this earlier one would undo it"
+AFTER_FAILURE = "an earlier action of this rule for this event failed; this one would act on its failure"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What Zoom said to one call."""
+
+    status: int
+    code: int | None = None           # Zoom's error code, when the body has one
+    message: str = ""
+    retry_after: float | None = None  # seconds from the answer, from Retry-After
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to record for one job: the attempt, the job's new status, and when it is due again."""
+
+    attempt: Attempt
+    status: str                  # done | pending | dead | skipped
+    due_at: float | None = None  # for pending: when to try again
+    failure: bool = False        # counts toward the backoff exponent
+
+
+def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
+    """Delay before retry number `failures` (1-based): ~1 s doubling to ~60 s, with +-20% jitter."""
+    base = min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, failures - 1))
+    return base * (0.8 + 0.4 * rng())
+
+
+def before_call(job: Job, now: float, sent: dict, *, superseded: bool, failed_before: bool,
+                dry_run: bool) -> Decision | None:
+    """A decision that makes the call unnecessary (too late, superseded, after a failure, dry run), or None."""
+    if now > job.deadline:
+        return Decision(Attempt(now, "dead", message=LATE, sent=sent), "dead")
+    if superseded:
+        return Decision(Attempt(now, "skipped", message=SUPERSEDED, sent=sent), "skipped")
+    if failed_before:
+        return Decision(Attempt(now, "skipped", message=AFTER_FAILURE, sent=sent), "skipped")
+    if dry_run:
+        return Decision(Attempt(now, "done", message="dry run: not sent", sent=sent), "done")
+    return None
+
+
+def after_call(job: Job, result: Answer | ZoomError, started: float, took_ms: float, sent: dict,
+               rng: Callable[[], float] = random.random) -> Decision:
+    """What Zoom's answer (or the failure to get one) to the call made at `started` means for `job`."""
+    answered_at = started + took_ms / 1000
+    if isinstance(result, ZoomError):
+        message = f"OAuth token: {result}" if isinstance(result, TokenError) else str(result)
+        if not result.retryable:
+            return Decision(Attempt(started, "dead", message=message, sent=sent), "dead")
+        return _retry(job, started, took_ms, answered_at, sent, message, None, None, rng)
+    answer = result
+    if 200 <= answer.status < 300:
+        return Decision(Attempt(started, "done", answer.status, message="ok", duration_ms=took_ms, sent=sent), "done")
+    if answer.status == 429:
+        delay = answer.retry_after if answer.retry_after is not None else RATE_LIMIT_DEFAULT
+        due = answered_at + delay
+        message = f"rate limited ({answer.message or 'too many requests'}); retry after {delay:.0f} s"
+        if due > job.deadline:
+            return Decision(Attempt(started, "dead", 429, answer.code, message + ", past the deadline",
+                                    duration_ms=took_ms, sent=sent), "dead")
+        return Decision(Attempt(started, "rate_limited", 429, answer.code, message, due, took_ms, sent), "pending", due)
+    if answer.status >= 500:
+        return _retry(job, started, took_ms, answered_at, sent, f"Zoom answered {answer.status}: {answer.message}",
+                      answer.status, answer.code, rng)
+    message = f"Zoom answered {answer.status}"
+    if answer.code is not None:
+        message += f" code {answer.code}"
+    message += f": {answer.message}" if answer.message else ""
+    if answer.code == 4700:
+        message += f" ({SCOPE_HINT})"
+    return Decision(Attempt(started, "dead", answer.status, answer.code, message, duration_ms=took_ms, sent=sent),
+                    "dead")
+
+
+def _retry(job: Job, started: float, took_ms: float, answered_at: float, sent: dict, message: str,
+           status: int | None, code: int | None, rng) -> Decision:
+    due = answered_at + backoff(job.failures + 1, rng)  # counted from the failure, as Retry-After is
+    if due > job.deadline:
+        return Decision(Attempt(started, "dead", status, code, f"{message}; gave up at the deadline",
+                                duration_ms=took_ms, sent=sent), "dead")
+    return Decision(Attempt(started, "retry", status, code, message, due, took_ms, sent), "pending", due, failure=True)

@@ -1,0 +1,97 @@
+"""Group commit: concurrent accepts of one process share one transaction (one fsync).
+
+One accept at a time leads, committing every accept queued so far, then hands the lead to the
+first accept that queued meanwhile; the others sleep on their own event until their commit is done
+or the lead is theirs. A backend supplies `transaction`, `accept_all` and `announce`.
+"""
+from __future__ import annotations
+
+import threading
+
+from ..delivery import Accepted, NewDelivery
+from ..errors import StoreError
+from ..plan import PlannedAction
+
+ACCEPT_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
+
+
+class GroupCommit:
+    """The accept() of the store contract, for a backend that can commit many deliveries at once."""
+
+    def __init__(self):
+        self._queue: list[_Pending] = []       # accepts waiting for the next group commit
+        self._queue_lock = threading.Lock()    # guards the queue, the lead and each _Pending's flags
+        self._leading = False                  # an accept is committing (or about to)
+
+    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
+        """Queue this delivery for the next group commit and wait for its outcome (see the module)."""
+        mine = _Pending(delivery, actions, deadline)
+        with self._queue_lock:
+            self._queue.append(mine)
+            if not self._leading:
+                self._leading = mine.lead = True
+        if not mine.lead:
+            woken = mine.wake.wait(ACCEPT_WAIT)
+            with self._queue_lock:
+                if not woken and not mine.taken and not mine.lead:  # certainly not stored
+                    self._queue.remove(mine)
+                    raise StoreError(f"the database did not take the delivery within {ACCEPT_WAIT} s")
+            mine.wake.wait()  # a commit holding it is under way: its outcome is ours; or we lead
+        if not mine.done:
+            self._lead()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _lead(self) -> None:
+        """Commit what is queued, then pass the lead on (or give it up when nothing waits)."""
+        self._commit_queued()
+        with self._queue_lock:
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._leading = False
+
+    def _commit_queued(self) -> None:
+        """Commit every queued accept in one transaction. The batch is taken once the transaction has
+        begun (on SQLite: holds the file lock), so whatever queued meanwhile joins this commit."""
+        batch: list[_Pending] = []
+
+        def take() -> list[_Pending]:
+            with self._queue_lock:
+                taken, self._queue = self._queue, []
+                for pending in taken:
+                    pending.taken = True
+            return taken
+
+        try:
+            with self.transaction() as conn:
+                batch = take()
+                results = self.accept_all(conn, [(p.delivery, p.actions, p.deadline) for p in batch])
+                if any(result.job_ids for result in results):
+                    self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
+            for pending, result in zip(batch, results):
+                pending.result = result
+        except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
+            error = exc if isinstance(exc, StoreError) else StoreError(f"storing failed: {type(exc).__name__}")
+            if not batch:
+                batch = take()
+            for pending in batch:
+                pending.error = error
+        for pending in batch:
+            pending.done = True
+            pending.wake.set()
+
+
+class _Pending:
+    """One accept waiting for a group commit."""
+
+    __slots__ = ("delivery", "actions", "deadline", "wake", "lead", "taken", "done", "result", "error")
+
+    def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
+        self.delivery, self.actions, self.deadline = delivery, actions, deadline
+        self.wake = threading.Event()   # set when its commit is done, or when the lead passes to it
+        self.lead = self.taken = self.done = False
+        self.result, self.error = None, None

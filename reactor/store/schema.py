@@ -1,0 +1,84 @@
+"""The schema both backends share: the DDL, its version, and the one place that says which columns a
+delivery and its jobs are stored in (each backend inserts these rows its own way)."""
+from __future__ import annotations
+
+import json
+
+from ..delivery import NewDelivery
+from ..plan import PlannedAction
+
+SCHEMA_VERSION = 1
+
+
+def delivery_row(delivery: NewDelivery) -> dict:
+    """The deliveries row for a new delivery."""
+    return {"dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
+            "order_key": delivery.order_key, "received_at": delivery.received_at,
+            "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
+
+
+def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> list[dict]:
+    """The jobs rows for a new delivery's planned actions: pending, due at once, in plan order."""
+    return [{"dedup_key": delivery.dedup_key, "seq": seq, "rule": action.rule, "kind": action.kind,
+             "action": json.dumps(action.to_dict()), "order_key": action.order_key, "account": action.account,
+             "event_ts": delivery.event_ts_ms, "due_at": delivery.received_at, "deadline": deadline}
+            for seq, action in enumerate(actions)]
+
+
+def schema(ident: str, real: str, text_json: str = "TEXT") -> str:
+    """The DDL, with the dialect's auto-increment key, float and JSON text types."""
+    return f"""
+CREATE TABLE IF NOT EXISTS deliveries (
+    id {ident},
+    dedup_key TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    event_ts BIGINT NOT NULL,
+    order_key TEXT NOT NULL,
+    received_at {real} NOT NULL,
+    body {text_json} NOT NULL,
+    verdicts {text_json} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
+CREATE INDEX IF NOT EXISTS deliveries_order_key ON deliveries (order_key);
+CREATE TABLE IF NOT EXISTS jobs (
+    id {ident},
+    delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    action {text_json} NOT NULL,
+    order_key TEXT NOT NULL,
+    account TEXT NOT NULL,
+    event_ts BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    due_at {real} NOT NULL,
+    deadline {real} NOT NULL,
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_until {real} NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_message TEXT NOT NULL DEFAULT '',
+    confirmed_at {real},
+    updated_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, due_at);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (order_key, status, event_ts);
+CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs (delivery_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id {ident},
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    at {real} NOT NULL,
+    outcome TEXT NOT NULL,
+    http_status INTEGER,
+    zoom_code BIGINT,
+    message TEXT NOT NULL,
+    next_at {real},
+    duration_ms {real},
+    sent {text_json} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id);
+CREATE TABLE IF NOT EXISTS pacing (
+    account TEXT PRIMARY KEY,
+    slot {real} NOT NULL
+);
+"""

@@ -1,0 +1,38 @@
+"""Edge: `python -m reactor worker`, the Procfile's worker: a dispatcher process with no web server
+(it never imports Flask). Stops on SIGTERM or SIGINT, letting in-flight calls finish."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from .dispatch import Dispatcher
+from .errors import ReactorError
+from .housekeeping import start_housekeeping
+from .logs import configure_logging, log
+from .settings import Settings
+from .store import open_store
+
+
+def run_worker() -> int:
+    """Dispatch until told to stop; exit code 3 when settings or the database are not usable."""
+    configure_logging()
+    try:
+        settings = Settings.from_env(webhooks=False)
+        store = open_store(settings.database_url)
+        store.check_schema()
+    except ReactorError as exc:
+        print(f"reactor worker cannot start: {exc}", file=sys.stderr)
+        return 3
+    dispatcher = Dispatcher.from_settings(settings, store)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    dispatcher.start()
+    store.listen(dispatcher.wake)
+    start_housekeeping(store.maintain)
+    log("worker started", pid=os.getpid(), threads=dispatcher.threads)
+    stop.wait()
+    dispatcher.stop()
+    return 0
