@@ -99,20 +99,28 @@ def test_every_problem_is_listed_not_just_the_first(tmp_path):
     assert len(found) == 3
 
 
-def test_unknown_event_is_a_warning_not_an_error(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text(rule("    on: meeting.startd\n    do: [livestream.stop]\n"))
-    rules = load_rules(path)
-    assert any("unknown event 'meeting.startd' (did you mean 'meeting.started'?)" in w for w in rules.warnings)
+def test_unknown_event_is_an_error_unless_the_rule_opts_out(tmp_path):
+    """Trap 3: a rule on an event that does not exist never fires; it used to be only a warning."""
+    found = problems(tmp_path, rule("    on: meeting.start\n    do: [livestream.stop]\n"))
+    assert found == [f"{tmp_path / 'rules.yaml'}:3: rule \"r\": unknown event 'meeting.start' (did you mean "
+                     f"'meeting.started'?): the rule would never fire; for an event reactor does not know yet, add "
+                     f"'on_unknown_event: allow' to the rule"]
+    path = tmp_path / "new.yaml"
+    path.write_text(rule("    on: meeting.future_thing\n    on_unknown_event: allow\n"
+                         "    when: {some.field: 1}\n    do: [livestream.stop]\n"))
+    [r] = load_rules(path).rules
+    assert r.events == ("meeting.future_thing",)
+    assert "'on_unknown_event' takes only 'allow'" in problems(
+        tmp_path, rule("    on: meeting.x\n    on_unknown_event: yes\n    do: [livestream.stop]\n"))[0]
 
 
 def test_yaml_on_trap_and_string_values(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("rules:\n  - name: NO\n    on: meeting.started\n    do:\n"
-                    "      - livestream.start: {display_name: 0800, layout: off}\n")
+                    "      - livestream.start: {display_name: 0800, close_caption: off}\n")
     [r] = load_rules(path).rules
     assert r.name == "NO" and r.events == ("meeting.started",)
-    assert dict(r.actions[0].args) == {"display_name": "0800", "layout": "off"}
+    assert dict(r.actions[0].args) == {"display_name": "0800", "close_caption": "off"}
 
 
 def test_secrets_resolve_and_encrypt(tmp_path):
@@ -149,7 +157,7 @@ def test_check_fails_when_an_example_disagrees(tmp_path):
         "      - event: meeting.started\n        with: {topic: Board}\n        expect: match\n"))
     result = run_cli("check", str(tmp_path))
     assert result.returncode == 1
-    assert "example expected match, got no match: topic should glob 'Town*': saw 'Board'" in result.stdout
+    assert "example expected match, got no match: topic should match glob 'Town*': saw 'Board'" in result.stdout
 
 
 def test_explain_prints_verdicts_failures_and_masked_calls():

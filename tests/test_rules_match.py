@@ -9,7 +9,9 @@ from reactor.plan import plan
 from reactor.rules.load import load_rules
 
 
-def ruleset(tmp_path, when: str = "", on: str = "meeting.started", do: str = "[livestream.stop]", extra: str = ""):
+# On participant_joined too, so that participant.* paths are fields the rule's events carry.
+def ruleset(tmp_path, when: str = "", on: str = "[meeting.started, meeting.participant_joined]",
+            do: str = "[livestream.stop]", extra: str = ""):
     text = f"rules:\n  - name: r\n    on: {on}\n"
     if when:
         text += "    when:\n" + textwrap.indent(textwrap.dedent(when).strip("\n"), "      ") + "\n"
@@ -80,9 +82,9 @@ CASES = [
     ("leading-zero-stays-string", "topic: 0800", {"topic": "0800"}, True),
     ("yes-is-a-string", "topic: yes", {"topic": "yes"}, True),
     ("yes-is-not-true", "topic: yes", {"topic": True}, False),
-    ("bool-true", "flag: true", {"flag": True}, True),
-    ("bool-not-string", "flag: true", {"flag": "true"}, False),
-    ("null", "flag: null", {"flag": None}, True),
+    ("bool-true", "payload.object.flag: true", {"flag": True}, True),
+    ("bool-not-string", "payload.object.flag: true", {"flag": "true"}, False),
+    ("null", "payload.object.flag: null", {"flag": None}, True),
     ("all", "all:\n  - topic: {glob: 'Town*'}\n  - duration: 60", {}, True),
     ("all-one-fails", "all:\n  - topic: {glob: 'Town*'}\n  - duration: 61", {}, False),
     ("any", "any:\n  - topic: Board\n  - duration: 60", {}, True),
@@ -167,7 +169,7 @@ ACTIONS = [
        {"stream_url": "rtmp://x/live", "stream_key": {"$secret": "${KEY}"}, "page_url": "https://x",
         "resolution": "720p"}),
       ("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {}})]),
-    ("template-missing-field", "[{livestream.start: {display_name: '{{ nothing.here }}x'}}]", "meeting.started",
+    ("template-missing-field", "[{livestream.start: {display_name: '{{ payload.object.nothing }}x'}}]", "meeting.started",
      [("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {"display_name": "x"}})]),
     ("display-name-truncated", "[{livestream.start: {display_name: '{{ topic }}{{ topic }}{{ topic }}'}}]",
      "meeting.started",
