@@ -237,9 +237,9 @@ TRAPS = [
      "(did you mean 'topic'?); a field reactor does not list is reached by its full path, payload.object.topc"),
     ("trap4-condition-typo", "    on: meeting.started\n    when: {hots_id: abc}\n    do: [livestream.stop]\n",
      ":4: rule \"r\": 'hots_id' is not a field of meeting.started (did you mean 'host_id'?)"),
-    ("trap4-field-of-another-event", "    on: meeting.started\n    when: {participant.email: a@b.c}\n"
-                                     "    do: [livestream.stop]\n",
-     ":4: rule \"r\": 'participant.email' is not a field of meeting.started"),
+    ("trap4-cut-short", "    on: meeting.participant_joined\n    when: {participant.emai: a@b.c}\n"
+                        "    do: [livestream.stop]\n",
+     ":4: rule \"r\": 'participant.emai' is not a field of meeting.participant_joined (did you mean 'participant.email'?)"),
     ("trap5-layout", "    on: meeting.started\n    do:\n      - livestream.start: {layout: speaker}\n",
      ":5: rule \"r\": livestream.start: layout must be follow_host or gallery_view or speaker_view, not 'speaker' "
      "(did you mean 'speaker_view'?)"),
@@ -272,6 +272,16 @@ TRAPS = [
 def test_traps_fail_check_with_file_line_and_fix(tmp_path, body, expected):
     found = problems(tmp_path, rule(body))
     assert any(p.startswith(str(tmp_path / "rules.yaml") + expected) for p in found), found
+
+
+def test_trap4_a_field_of_other_events_warns(tmp_path):
+    [warning] = warnings_of(tmp_path, rule("    on: meeting.started\n    do:\n"
+                                           "      - livestream.start: {display_name: '{{ participant.user_name }}'}\n"))
+    assert warning == (f"{tmp_path / 'rules.yaml'}:5: rule \"r\": livestream.start: display_name: "
+                       "{{ participant.user_name }}: 'participant.user_name' is a field of meeting.participant_joined, "
+                       "meeting.participant_left, webinar.participant_joined, …, not of meeting.started: on this "
+                       "rule's events it is always missing; add such an event to 'on:', or write "
+                       "payload.object.participant.user_name if you know it is there")
 
 
 def test_fields_of_unknown_or_listed_events_and_full_paths_pass(tmp_path):

@@ -206,6 +206,13 @@ class _Parser(ActionParser, ExampleParser):
         if field_known(path, events):
             return
         shown = ", ".join(events) if len(events) <= 3 else f"{', '.join(events[:3])}, … ({len(events)} events)"
+        elsewhere = [e for e in KNOWN_EVENTS if field_known(path, (e,))]
+        if elsewhere:  # a real field, of other events: always missing here (a warning: the author may know better)
+            others = ", ".join(elsewhere[:3]) + (", …" if len(elsewhere) > 3 else "")
+            self.warn(line, f"{where}{path!r} is a field of {others}, not of {shown}: on this rule's events it is "
+                            f"always missing; add such an event to 'on:', or write payload.object.{path} if you "
+                            f"know it is there")
+            return
         self.problem(line, f"{where}{path!r} is not a field of {shown}{suggest(path, field_names(events))}; "
                            f"a field reactor does not list is reached by its full path, payload.object.{path}")
 
