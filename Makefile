@@ -17,7 +17,7 @@ run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$(PORT) $(BIN)/python -m reactor dev
 
 test: $(VENV)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m reactor check rules
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m reactor check --strict rules
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: $(VENV)/.installed

@@ -140,11 +140,12 @@ def _local_secret(create: bool) -> str:
 @command("check", "validate rule files and run their examples (exit 1 on any problem)",
          arg("path", nargs="?", default=None, help="a rules folder or file (default: $REACTOR_RULES or rules)"),
          arg("--secrets", action="store_true",
-             help="also require every ${NAME} to be set and every enc: value to decrypt here"))
+             help="also require every ${NAME} to be set and every enc: value to decrypt here"),
+         arg("--strict", action="store_true", help="warnings are problems too (exit 1)"))
 def cmd_check(args, settings: Settings) -> int:
     path = args.path or settings.rules_path
     try:
-        rules = load_rules(path, secret_key=settings.secret_key, resolve_secrets=args.secrets)
+        rules = load_rules(path, secret_key=settings.secret_key, resolve_secrets=args.secrets, strict=args.strict)
     except RulesError as exc:
         for problem in exc.problems:
             print(problem)

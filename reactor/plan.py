@@ -13,6 +13,8 @@ from .redact import SECRET_MARK
 from .rules.model import Rule, Secret, Template
 
 DISPLAY_NAME_MAX = 50
+DISPLAY_NAME_FALLBACK = "Live stream"
+MEETING_ONLY_SETTINGS = ("layout", "close_caption")  # Zoom's webinar live stream status takes neither
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,25 @@ def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Ski
                 path = base + "/status"
                 body = {"action": "start" if action.kind == "livestream.start" else "stop"}
                 if action.kind == "livestream.start":
+                    if target.kind == "webinars":
+                        for key in MEETING_ONLY_SETTINGS:
+                            args.pop(key, None)
                     if isinstance(args.get("display_name"), str):
-                        args["display_name"] = args["display_name"][:DISPLAY_NAME_MAX]
+                        args["display_name"] = display_name(args["display_name"], event)
                     body["settings"] = args
             planned.append(PlannedAction(rule=rule.name, kind=action.kind, method="PATCH", path=path, body=body,
                                          order_key=target.key,
                                          account=event.account_id))
     return planned, skipped
+
+
+def display_name(rendered: str, event: Event) -> str:
+    """What Zoom gets as display_name (1-50 characters): the rendered text, or when a template rendered
+    nothing but spaces, the event's topic, else "Live stream"."""
+    if not rendered.strip():
+        topic = event.field("topic")
+        rendered = topic if isinstance(topic, str) and topic.strip() else DISPLAY_NAME_FALLBACK
+    return rendered[:DISPLAY_NAME_MAX]
 
 
 def render(value: Any, event: Event) -> Any:

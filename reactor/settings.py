@@ -43,22 +43,43 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, webhooks: bool = True, zoom: bool = True,
                  **overrides) -> "Settings":
-        """Read every setting from `env` (default os.environ); raise ConfigError naming what is wrong.
-        A command asks for the part it needs: `webhooks=False` (a dedicated worker, the tools) does not
-        need the webhook secret, `zoom=False` (the tools) not the Zoom credentials."""
+        """Read every setting from `env` (default os.environ); raise one ConfigError naming every missing or
+        invalid setting at once (its `problems` lists them). A command asks for the part it needs:
+        `webhooks=False` (a dedicated worker, the tools) does not need the webhook secret, `zoom=False`
+        (the tools) not the Zoom credentials."""
         env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def read(parse, *args):
+            try:
+                return parse(*args)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                return None
+
         secret = env.get("ZOOM_WEBHOOK_SECRET_TOKEN", "")
         if not secret and webhooks:
-            raise _missing("ZOOM_WEBHOOK_SECRET_TOKEN")
-        dry_run = _flag(env, "REACTOR_DRY_RUN", False)
+            problems.append(_missing_text("ZOOM_WEBHOOK_SECRET_TOKEN"))
+        dry_run = read(_flag, env, "REACTOR_DRY_RUN", False)
         creds = {k: env.get(k, "") for k in ("ZOOM_ACCOUNT_ID", "ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET")}
-        if not dry_run and zoom:
+        if dry_run is False and zoom:
             for name, value in creds.items():
                 if not value:
-                    raise _missing(name, "or set REACTOR_DRY_RUN=1 to record actions without calling Zoom")
+                    problems.append(_missing_text(name, "or set REACTOR_DRY_RUN=1 to record actions without calling Zoom"))
         dispatch = env.get("REACTOR_DISPATCH", "inline")
         if dispatch not in ("inline", "off"):
-            raise ConfigError(f"REACTOR_DISPATCH is {dispatch!r}: use 'inline' (web processes dispatch) or 'off'")
+            problems.append(f"REACTOR_DISPATCH is {dispatch!r}: use 'inline' (web processes dispatch) or 'off'")
+        values = dict(
+            database_url=read(normalise_database_url, env.get("DATABASE_URL", "")),
+            signature_tolerance=read(_number, env, "REACTOR_SIGNATURE_TOLERANCE", 300, int, 1),
+            dispatch_threads=read(_number, env, "REACTOR_DISPATCH_THREADS", 8, int, 1),
+            zoom_rate=read(_number, env, "REACTOR_ZOOM_RATE", 30.0, float, 0.01),
+            action_deadline=read(_number, env, "REACTOR_ACTION_DEADLINE", 1800, int, 1),
+            history_days=read(_number, env, "REACTOR_HISTORY_DAYS", 30, int, 1),
+            port=read(_number, env, "PORT", 8000, int, 1),
+        )
+        if problems:
+            raise config_error(problems)
         settings = cls(
             webhook_secret=secret,
             account_id=creds["ZOOM_ACCOUNT_ID"],
@@ -67,18 +88,22 @@ class Settings:
             api_url=env.get("ZOOM_API_URL", cls.api_url).rstrip("/"),
             oauth_url=env.get("ZOOM_OAUTH_URL", cls.oauth_url),
             rules_path=env.get("REACTOR_RULES", cls.rules_path),
-            database_url=normalise_database_url(env.get("DATABASE_URL", "")),
-            signature_tolerance=_number(env, "REACTOR_SIGNATURE_TOLERANCE", 300, int, minimum=1),
             dry_run=dry_run,
             dispatch=dispatch,
-            dispatch_threads=_number(env, "REACTOR_DISPATCH_THREADS", 8, int, minimum=1),
-            zoom_rate=_number(env, "REACTOR_ZOOM_RATE", 30.0, float, minimum=0.01),
-            action_deadline=_number(env, "REACTOR_ACTION_DEADLINE", 1800, int, minimum=1),
-            history_days=_number(env, "REACTOR_HISTORY_DAYS", 30, int, minimum=1),
             secret_key=env.get("REACTOR_SECRET_KEY", ""),
-            port=_number(env, "PORT", 8000, int, minimum=1),
+            **values,
         )
         return replace(settings, **overrides) if overrides else settings
+
+
+def config_error(problems: list[str]) -> ConfigError:
+    """One ConfigError for every problem: the problem itself when there is one, else a numbered list."""
+    if len(problems) == 1:
+        error = ConfigError(problems[0])
+    else:
+        error = ConfigError(f"{len(problems)} settings need fixing:\n" + "\n".join(f"  - {p}" for p in problems))
+    error.problems = list(problems)
+    return error
 
 
 def normalise_database_url(url: str) -> str:
@@ -94,9 +119,9 @@ def normalise_database_url(url: str) -> str:
     )
 
 
-def _missing(name: str, hint: str = "") -> ConfigError:
+def _missing_text(name: str, hint: str = "") -> str:
     message = f"{name} is not set: copy it from {_WHERE[name]}"
-    return ConfigError(f"{message}; {hint}" if hint else message)
+    return f"{message}; {hint}" if hint else message
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

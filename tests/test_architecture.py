@@ -13,9 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent / "reactor"
 # whole packages; secrets is in the core because the rule loader checks `${NAME}`/`enc:` references.
 CORE = {"reactor.signature", "reactor.events", "reactor.plan", "reactor.receive", "reactor.delivery",
         "reactor.redact", "reactor.retry_policy", "reactor.errors", "reactor.secrets", "reactor.samples",
-        "reactor.rules", "reactor.rules.model", "reactor.rules.match", "reactor.rules.load",
-        "reactor.rules.load_actions", "reactor.rules.load_examples", "reactor.rules.source",
-        "reactor.rules.examples"}
+        "reactor.rules", "reactor.rules.model", "reactor.rules.match", "reactor.rules.load"}
+CORE_PACKAGES = ("reactor.rules.",)  # every module in these is core too
 FORBIDDEN_LIBRARIES = {"flask", "werkzeug", "requests", "psycopg", "psycopg_pool", "sqlite3", "gunicorn"}
 
 
@@ -88,7 +87,8 @@ def test_reactor_has_no_import_circle():
 def test_the_core_imports_no_edge_and_no_edge_library():
     graph = import_graph()
     assert CORE <= set(graph), f"core modules missing: {CORE - set(graph)}"
-    assert impurities(graph, CORE) == []
+    core = CORE | {m for m in graph if m.startswith(CORE_PACKAGES)}
+    assert impurities(graph, core) == []
 
 
 @pytest.mark.parametrize("graph, circle", [

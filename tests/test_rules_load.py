@@ -99,20 +99,28 @@ def test_every_problem_is_listed_not_just_the_first(tmp_path):
     assert len(found) == 3
 
 
-def test_unknown_event_is_a_warning_not_an_error(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text(rule("    on: meeting.startd\n    do: [livestream.stop]\n"))
-    rules = load_rules(path)
-    assert any("unknown event 'meeting.startd' (did you mean 'meeting.started'?)" in w for w in rules.warnings)
+def test_unknown_event_is_an_error_unless_the_rule_opts_out(tmp_path):
+    """Trap 3: a rule on an event that does not exist never fires; it used to be only a warning."""
+    found = problems(tmp_path, rule("    on: meeting.start\n    do: [livestream.stop]\n"))
+    assert found == [f"{tmp_path / 'rules.yaml'}:3: rule \"r\": unknown event 'meeting.start' (did you mean "
+                     f"'meeting.started'?): the rule would never fire; for an event reactor does not know yet, add "
+                     f"'on_unknown_event: allow' to the rule"]
+    path = tmp_path / "new.yaml"
+    path.write_text(rule("    on: meeting.future_thing\n    on_unknown_event: allow\n"
+                         "    when: {some.field: 1}\n    do: [livestream.stop]\n"))
+    [r] = load_rules(path).rules
+    assert r.events == ("meeting.future_thing",)
+    assert "'on_unknown_event' takes only 'allow'" in problems(
+        tmp_path, rule("    on: meeting.x\n    on_unknown_event: yes\n    do: [livestream.stop]\n"))[0]
 
 
 def test_yaml_on_trap_and_string_values(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("rules:\n  - name: NO\n    on: meeting.started\n    do:\n"
-                    "      - livestream.start: {display_name: 0800, layout: off}\n")
+                    "      - livestream.start: {display_name: 0800, close_caption: off}\n")
     [r] = load_rules(path).rules
     assert r.name == "NO" and r.events == ("meeting.started",)
-    assert dict(r.actions[0].args) == {"display_name": "0800", "layout": "off"}
+    assert dict(r.actions[0].args) == {"display_name": "0800", "close_caption": "off"}
 
 
 def test_secrets_resolve_and_encrypt(tmp_path):
@@ -149,7 +157,7 @@ def test_check_fails_when_an_example_disagrees(tmp_path):
         "      - event: meeting.started\n        with: {topic: Board}\n        expect: match\n"))
     result = run_cli("check", str(tmp_path))
     assert result.returncode == 1
-    assert "example expected match, got no match: topic should glob 'Town*': saw 'Board'" in result.stdout
+    assert "example expected match, got no match: topic should match glob 'Town*': saw 'Board'" in result.stdout
 
 
 def test_explain_prints_verdicts_failures_and_masked_calls():
@@ -192,3 +200,183 @@ def test_examples_and_explain_read_event_files(tmp_path):
     explained = run_cli("explain", str(tmp_path / "board.json"), "--rules", str(tmp_path))
     assert "MATCH     Board" in explained.stdout
     assert "PATCH /meetings/123/livestream/status {\"action\": \"stop\"}" in explained.stdout
+
+
+# -- traps that used to pass `check` silently (issue 19): each now fails or warns, at file:line, with the fix --
+
+
+def warnings_of(tmp_path, text: str) -> list[str]:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    return list(load_rules(path, env={}).warnings)
+
+
+def during_rule(days: str) -> str:
+    return rule(f"    on: meeting.started\n    when:\n      during: {{days: {days}, from: '09:00', to: '17:00'}}\n"
+                "    do: [livestream.stop]\n")
+
+
+@pytest.mark.parametrize("days,fix", [
+    ("[mon..fri]", "(did you mean 'mon-fri'?)"),
+    ("[monkey]", "(did you mean 'monday'?)"),
+    ("[mon to fri]", "(did you mean 'mon-fri'?)"),
+    ("[mon-fry]", ""),
+], ids=["dots", "monkey", "to", "range-typo"])
+def test_trap1_a_day_must_be_a_day_or_a_range(tmp_path, days, fix):
+    [found] = problems(tmp_path, during_rule(days))
+    item = days.strip("[]")
+    assert found.startswith(f"{tmp_path / 'rules.yaml'}:5: rule \"r\": during: '{item}' is not a day or a range "
+                            f"of days {fix}".rstrip()), found
+    assert "a range as mon-fri (fri-mon wraps over the weekend)" in found
+
+
+TRAPS = [
+    # (id, rule body, expected problem text after `file:LINE: rule "r": `)
+    ("trap4-template-typo", "    on: meeting.started\n    do:\n      - livestream.start: {display_name: 'Board: {{ topc }}'}\n",
+     ":5: rule \"r\": livestream.start: display_name: {{ topc }}: 'topc' is not a field of meeting.started "
+     "(did you mean 'topic'?); a field reactor does not list is reached by its full path, payload.object.topc"),
+    ("trap4-condition-typo", "    on: meeting.started\n    when: {hots_id: abc}\n    do: [livestream.stop]\n",
+     ":4: rule \"r\": 'hots_id' is not a field of meeting.started (did you mean 'host_id'?)"),
+    ("trap4-cut-short", "    on: meeting.participant_joined\n    when: {participant.emai: a@b.c}\n"
+                        "    do: [livestream.stop]\n",
+     ":4: rule \"r\": 'participant.emai' is not a field of meeting.participant_joined (did you mean 'participant.email'?)"),
+    ("trap5-layout", "    on: meeting.started\n    do:\n      - livestream.start: {layout: speaker}\n",
+     ":5: rule \"r\": livestream.start: layout must be follow_host or gallery_view or speaker_view, not 'speaker' "
+     "(did you mean 'speaker_view'?)"),
+    ("trap5-close-caption", "    on: meeting.started\n    do:\n      - livestream.start: {close_caption: burned-in}\n",
+     ":5: rule \"r\": livestream.start: close_caption must be burnt-in or embedded or off, not 'burned-in'"),
+    ("trap5-resolution", "    on: meeting.started\n    do:\n      - livestream.configure: {stream_url: a, stream_key: b, "
+                         "page_url: c, resolution: 1080}\n",
+     ":5: rule \"r\": livestream.configure: resolution must be 720p or 1080p, not '1080' (did you mean '1080p'?)"),
+    ("trap5-display-name-too-long", "    on: meeting.started\n    do:\n      - livestream.start: {display_name: '"
+                                    + "x" * 51 + "'}\n",
+     ":5: rule \"r\": livestream.start: display_name is 51 characters; Zoom takes 1 to 50"),
+    ("trap5-display-name-empty", "    on: meeting.started\n    do:\n      - livestream.start: {display_name: ' '}\n",
+     ":5: rule \"r\": livestream.start: display_name is 0 characters; Zoom takes 1 to 50"),
+    ("trap5-display-name-fixed-text", "    on: meeting.started\n    do:\n      - livestream.start: {display_name: '"
+                                      + "y" * 49 + " {{ topic }} z'}\n",
+     ":5: rule \"r\": livestream.start: display_name's fixed text alone is 52 characters; Zoom takes at most 50"),
+    ("trap5-webinar-layout", "    on: [webinar.started]\n    do:\n      - livestream.start: {layout: follow_host}\n",
+     ":5: rule \"r\": livestream.start: 'layout' is a meeting setting; Zoom's webinar live stream takes only "
+     "display_name and active_speaker_name: remove it (the rule is on webinar events only)"),
+    ("trap5-webinar-caption", "    on: webinar.started\n    do:\n      - livestream.start: {close_caption: 'off'}\n",
+     ":5: rule \"r\": livestream.start: 'close_caption' is a meeting setting"),
+    ("trap6-unless-typo", "    on: meeting.started\n    do: [livestream.stop]\nunless: {topc: {contains: x}}\n",
+     ":5: unless: 'topc' is not a field of meeting.started (did you mean 'topic'?)"),
+    ("contains-needs-text", "    on: meeting.started\n    when: {topic: {contains: ''}}\n    do: [livestream.stop]\n",
+     ":4: rule \"r\": topic: 'contains' takes a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("body,expected", [t[1:] for t in TRAPS], ids=[t[0] for t in TRAPS])
+def test_traps_fail_check_with_file_line_and_fix(tmp_path, body, expected):
+    found = problems(tmp_path, rule(body))
+    assert any(p.startswith(str(tmp_path / "rules.yaml") + expected) for p in found), found
+
+
+def test_trap4_a_field_of_other_events_warns(tmp_path):
+    [warning] = warnings_of(tmp_path, rule("    on: meeting.started\n    do:\n"
+                                           "      - livestream.start: {display_name: '{{ participant.user_name }}'}\n"))
+    assert warning == (f"{tmp_path / 'rules.yaml'}:5: rule \"r\": livestream.start: display_name: "
+                       "{{ participant.user_name }}: 'participant.user_name' is a field of meeting.participant_joined, "
+                       "meeting.participant_left, webinar.participant_joined, …, not of meeting.started: on this "
+                       "rule's events it is always missing; add such an event to 'on:', or write "
+                       "payload.object.participant.user_name if you know it is there")
+
+
+def test_fields_of_unknown_or_listed_events_and_full_paths_pass(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: joined\n    on: [meeting.started, meeting.participant_joined]\n"
+        "    when: {participant.email: {exists: true}, payload.object.custom_field: 1, payload.account_id: a}\n"
+        "    do:\n      - livestream.start: {display_name: '{{ participant.user_name }} {{ payload.object.x }}'}\n"
+        "  - name: recording\n    on: recording.completed\n    when: {recording_files.0.file_type: MP4}\n"
+        "    do: [livestream.stop]\n"
+        "  - name: future\n    on: meeting.someday\n    on_unknown_event: allow\n    when: {anything.at_all: 1}\n"
+        "    do: [livestream.stop]\n")
+    assert [r.name for r in load_rules(path).rules] == ["joined", "recording", "future"]
+
+
+def test_trap2_a_word_in_glob_brackets_warns_and_strict_fails(tmp_path):
+    text = rule("    on: meeting.started\n    when:\n      topic: {not: {glob: '*[private]*'}}\n"
+                "    do: [livestream.stop]\n")
+    [warning] = warnings_of(tmp_path, text)
+    assert warning == (f"{tmp_path / 'rules.yaml'}:5: rule \"r\": topic: in the glob '*[private]*', [private] matches "
+                       "ONE character out of p, r, i, v, a, t, e, not the text '[private]': to match the text write "
+                       "{contains: '[private]'}, or escape the bracket: '*[[]private]*'")
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path / "rules.yaml", env={}, strict=True)
+    assert info.value.problems == [warning + " (a warning; --strict makes it an error)"]
+    for fine in ("'[Tt]own*'", "'*[0-9]*'", "'*[!x]*'", "'*[[]private]*'"):
+        assert warnings_of(tmp_path, rule(f"    on: meeting.started\n    when: {{topic: {{glob: {fine}}}}}\n"
+                                          "    do: [livestream.stop]\n")) == [], fine
+
+
+def test_check_prints_warnings_and_exits_0(tmp_path):
+    (tmp_path / "r.yaml").write_text(rule("    on: meeting.started\n    when: {topic: {glob: '*[private]*'}}\n"
+                                          "    do: [livestream.stop]\n"))
+    result = run_cli("check", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"warning: {tmp_path / 'r.yaml'}:4: rule \"r\": topic: in the glob '*[private]*'" in result.stdout
+
+
+def test_trap5_rule_on_meetings_and_webinars_warns_about_meeting_settings(tmp_path):
+    [warning] = warnings_of(tmp_path, rule("    on: [meeting.started, webinar.started]\n    do:\n"
+                                           "      - livestream.start: {layout: gallery_view}\n"))
+    assert warning == (f"{tmp_path / 'rules.yaml'}:5: rule \"r\": livestream.start: 'layout' is a meeting setting: it "
+                       "is sent for meetings and left out for webinar.started; to say so explicitly, split the rule "
+                       "into a meeting and a webinar rule")
+
+
+@pytest.mark.parametrize("text,hint", [
+    ("rules:\n\t- name: x\n", "rules.yaml:2: not valid YAML: found character that cannot start any token: "
+                              "use spaces, not tabs, for indentation"),
+    ("rules:\n  - name: x\n    on: meeting.started\n\twhen: {topic: x}\n", "use spaces, not tabs, for indentation"),
+    ("rules:\n  - name: x\n    on: meeting.started\n    when: {topic: {regex: \"^Board \\d+\"}}\n",
+     "rules.yaml:4: not valid YAML: found unknown escape character: write regexes in single quotes ('...') so "
+     "backslashes stay as written"),
+], ids=["tab-first", "tab-later", "double-quoted-regex"])
+def test_trap9_yaml_errors_say_what_to_do(tmp_path, text, hint):
+    [found] = problems(tmp_path, text)
+    assert hint in found, found
+
+
+def test_trap7_explain_shows_every_failing_condition_in_plain_english(tmp_path):
+    (tmp_path / "r.yaml").write_text(rule(
+        "    on: meeting.started\n    when:\n      topic: Board\n      duration: {gt: 90}\n"
+        "      host_id: [x, y]\n      id: 85746065432\n    do: [livestream.stop]\n", "Board"))
+    result = run_cli("explain", "meeting.started", "--rules", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert ("  no match  Board  (" + str(tmp_path / "r.yaml") + ":2): 3 conditions failed:\n"
+            "            - topic should equal 'Board': saw 'Town Hall - November' (line 5)\n"
+            "            - duration should be > 90: saw 60 (line 6)\n"
+            "            - host_id should be one of ['x', 'y']: saw 'x1yCzABCDEfg23HiJKl4mN' (line 7)\n") in result.stdout
+    assert "should equals" not in result.stdout
+
+
+def test_trap6_file_level_unless_excludes_every_rule_and_explain_names_it(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        "unless:\n  topic: {contains: '[private]'}\n"
+        "rules:\n  - name: Town halls\n    on: meeting.started\n    when: {topic: {glob: 'Town Hall*'}}\n"
+        "    do: [livestream.stop]\n"
+        "  - name: Everything\n    on: meeting.started\n    do: [livestream.stop]\n"
+        "    examples:\n      - {event: meeting.started, with: {topic: 'Town Hall [PRIVATE]'}, expect: no match}\n"
+        "      - {event: meeting.started, expect: match}\n")
+    (tmp_path / "other.yaml").write_text("rules:\n  - name: Other file\n    on: meeting.started\n"
+                                         "    do: [livestream.stop]\n")
+    assert "2 example(s), 0 failing" in run_cli("check", str(tmp_path)).stdout
+    result = run_cli("explain", str(_event_file(tmp_path, "Town Hall [private] rehearsal")), "--rules", str(tmp_path))
+    assert (f"  no match  Town halls  ({tmp_path / 'r.yaml'}:4): excluded by file-level unless "
+            f"({tmp_path / 'r.yaml'}:1): topic contains '[private]': saw 'Town Hall [private] rehearsal'") in result.stdout
+    assert "no match  Everything" in result.stdout and "MATCH     Other file" in result.stdout
+
+
+def _event_file(tmp_path, topic: str):
+    import json as _json
+    from reactor.samples import sample
+    body = sample("meeting.started")
+    body["payload"]["object"]["topic"] = topic
+    path = tmp_path / "event.json"
+    path.write_text(_json.dumps(body))
+    return path

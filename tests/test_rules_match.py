@@ -9,7 +9,9 @@ from reactor.plan import plan
 from reactor.rules.load import load_rules
 
 
-def ruleset(tmp_path, when: str = "", on: str = "meeting.started", do: str = "[livestream.stop]", extra: str = ""):
+# On participant_joined too, so that participant.* paths are fields the rule's events carry.
+def ruleset(tmp_path, when: str = "", on: str = "[meeting.started, meeting.participant_joined]",
+            do: str = "[livestream.stop]", extra: str = ""):
     text = f"rules:\n  - name: r\n    on: {on}\n"
     if when:
         text += "    when:\n" + textwrap.indent(textwrap.dedent(when).strip("\n"), "      ") + "\n"
@@ -80,9 +82,9 @@ CASES = [
     ("leading-zero-stays-string", "topic: 0800", {"topic": "0800"}, True),
     ("yes-is-a-string", "topic: yes", {"topic": "yes"}, True),
     ("yes-is-not-true", "topic: yes", {"topic": True}, False),
-    ("bool-true", "flag: true", {"flag": True}, True),
-    ("bool-not-string", "flag: true", {"flag": "true"}, False),
-    ("null", "flag: null", {"flag": None}, True),
+    ("bool-true", "payload.object.flag: true", {"flag": True}, True),
+    ("bool-not-string", "payload.object.flag: true", {"flag": "true"}, False),
+    ("null", "payload.object.flag: null", {"flag": None}, True),
     ("all", "all:\n  - topic: {glob: 'Town*'}\n  - duration: 60", {}, True),
     ("all-one-fails", "all:\n  - topic: {glob: 'Town*'}\n  - duration: 61", {}, False),
     ("any", "any:\n  - topic: Board\n  - duration: 60", {}, True),
@@ -91,6 +93,15 @@ CASES = [
     ("not-fails", "not:\n  topic: {glob: 'Town*'}", {}, False),
     ("nested-combinators", "any:\n  - all:\n      - topic: Board\n  - not:\n      any:\n        - duration: 1\n        - duration: 2",
      {}, True),
+    ("contains", "topic: {contains: 'hall - nov'}", {}, True),
+    ("contains-brackets", "topic: {contains: '[private]'}", {"topic": "Board [Private] sync"}, True),
+    ("contains-miss", "topic: {contains: '[private]'}", {"topic": "Board private sync"}, False),
+    ("contains-number", "id: {contains: 574606}", {}, True),
+    ("contains-missing-field", "participant.email: {contains: '@'}", {}, False),
+    ("not-contains", "topic: {not: {contains: '[private]'}}", {}, True),
+    ("glob-escaped-bracket", "topic: {glob: '*[[]private]*'}", {"topic": "Board [private] sync"}, True),
+    ("glob-escaped-bracket-is-text", "topic: {glob: '*[[]private]*'}", {"topic": "Board for partners"}, False),
+    ("glob-word-class-is-one-letter", "topic: {glob: '*[private]*'}", {"topic": "Town Hall"}, True),
     ("topic-is-object", "topic: {glob: '*'}", {"topic": {"a": 1}}, False),
     ("list-value-in-event", "host_id: [hostA]", {"host_id": ["hostA"]}, False),
 ]
@@ -105,6 +116,8 @@ def test_matchers_and_combinators(tmp_path, when, overrides, expected):
 WED_1800_BERLIN = 1764176405123
 SAT_0100_BERLIN = 1764374400000 + 0          # 2025-11-29 00:00 UTC = 01:00 Berlin (Sat)
 DST_SPRING_0330_BERLIN = 1774747800000       # 2026-03-29 01:30 UTC = 03:30 CEST (after the jump)
+SUN_1130_BERLIN = 1764498600000              # 2025-11-30 10:30 UTC
+MON_1100_BERLIN = 1764583200000              # 2025-12-01 10:00 UTC
 
 WINDOWS = [
     ("inside", "during: {from: '17:00', to: '19:00', timezone: Europe/Berlin}", WED_1800_BERLIN, True),
@@ -123,6 +136,20 @@ WINDOWS = [
     ("dst-utc-would-be-wrong", "during: {from: '01:00', to: '02:00', timezone: Europe/Berlin}",
      DST_SPRING_0330_BERLIN, False),
     ("other-zone", "during: {from: '09:00', to: '10:00', timezone: America/Los_Angeles}", WED_1800_BERLIN, True),
+    ("range-mon-fri-wed", "during: {days: [mon-fri], from: '17:00', to: '19:00', timezone: Europe/Berlin}",
+     WED_1800_BERLIN, True),
+    ("range-mon-fri-not-sat", "during: {days: mon-fri, from: '00:00', to: '00:00', timezone: Europe/Berlin}",
+     SAT_0100_BERLIN, False),
+    ("range-full-names", "during: {days: [Monday-Friday], from: '17:00', to: '19:00', timezone: Europe/Berlin}",
+     WED_1800_BERLIN, True),
+    ("range-fri-mon-wraps-sun", "during: {days: [fri-mon], from: '00:00', to: '00:00', timezone: Europe/Berlin}",
+     SUN_1130_BERLIN, True),
+    ("range-fri-mon-wraps-mon", "during: {days: [fri-mon], from: '00:00', to: '00:00', timezone: Europe/Berlin}",
+     MON_1100_BERLIN, True),
+    ("range-fri-mon-not-wed", "during: {days: [fri-mon], from: '00:00', to: '00:00', timezone: Europe/Berlin}",
+     WED_1800_BERLIN, False),
+    ("range-and-day", "during: {days: [sat-sun, wed], from: '17:00', to: '19:00', timezone: Europe/Berlin}",
+     WED_1800_BERLIN, True),
 ]
 
 
@@ -167,7 +194,7 @@ ACTIONS = [
        {"stream_url": "rtmp://x/live", "stream_key": {"$secret": "${KEY}"}, "page_url": "https://x",
         "resolution": "720p"}),
       ("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {}})]),
-    ("template-missing-field", "[{livestream.start: {display_name: '{{ nothing.here }}x'}}]", "meeting.started",
+    ("template-missing-field", "[{livestream.start: {display_name: '{{ payload.object.nothing }}x'}}]", "meeting.started",
      [("PATCH", "/meetings/85746065432/livestream/status", {"action": "start", "settings": {"display_name": "x"}})]),
     ("display-name-truncated", "[{livestream.start: {display_name: '{{ topic }}{{ topic }}{{ topic }}'}}]",
      "meeting.started",
@@ -248,3 +275,47 @@ def test_planned_action_round_trips_through_json(tmp_path):
     [action], _ = plan(ev(), rules.matching(ev()))
     assert list(action.to_dict()) == [f.name for f in fields(PlannedAction)]
     assert PlannedAction.from_dict(json.loads(json.dumps(action.to_dict()))) == action
+
+
+def test_a_rule_on_meetings_and_webinars_sends_meeting_settings_to_meetings_only(tmp_path):
+    """Trap 5 / #12 item 5: Zoom's webinar live stream status takes display_name and active_speaker_name only."""
+    rules = ruleset(tmp_path, on="[meeting.started, webinar.started]",
+                    do="[{livestream.start: {display_name: x, layout: gallery_view, close_caption: embedded, "
+                       "active_speaker_name: true}}]")
+    meeting, webinar = ev(), ev(name="webinar.started")
+    [to_meeting], _ = plan(meeting, rules.matching(meeting))
+    [to_webinar], _ = plan(webinar, rules.matching(webinar))
+    assert to_meeting.body["settings"] == {"display_name": "x", "layout": "gallery_view", "close_caption": "embedded",
+                                           "active_speaker_name": True}
+    assert (to_webinar.path, to_webinar.body) == ("/webinars/85746065432/livestream/status", {
+        "action": "start", "settings": {"display_name": "x", "active_speaker_name": True}})
+
+
+@pytest.mark.parametrize("template,overrides,expected", [
+    ("{{ host_email }}", {"host_email": ""}, "Town Hall - November"),
+    ("{{ host_email }}", {"host_email": "", "topic": "  "}, "Live stream"),
+    ("{{ host_email }}", {"host_email": "", "topic": None}, "Live stream"),
+    ("  {{ host_email }} ", {"host_email": None, "topic": "T" * 60}, "T" * 50),
+    ("On air: {{ host_email }}", {"host_email": ""}, "On air: "),
+], ids=["empty-to-topic", "blank-topic", "no-topic", "fallback-cut-to-50", "fixed-text-kept"])
+def test_display_name_that_renders_empty_falls_back(tmp_path, template, overrides, expected):
+    rules = ruleset(tmp_path, do=f"[{{livestream.start: {{display_name: '{template}'}}}}]")
+    [action], _ = plan(ev(overrides), rules.matching(ev(overrides)))
+    assert action.body["settings"]["display_name"] == expected
+
+
+def test_file_level_unless_excludes_in_matching_and_the_index_agrees(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("unless:\n  any:\n    - topic: {contains: '[private]'}\n    - host_id: blocked\n"
+                    "rules:\n  - name: by-id\n    on: meeting.started\n    when: {id: 85746065432}\n"
+                    "    do: [livestream.stop]\n  - name: by-glob\n    on: meeting.started\n"
+                    "    when: {topic: {glob: 'Town*'}}\n    do: [livestream.stop]\n"
+                    "  - name: bare\n    on: meeting.started\n    do: [livestream.stop]\n")
+    rules = load_rules(path)
+    assert matches(rules, ev()) and [r.name for r in rules.matching(ev())] == ["by-id", "by-glob", "bare"]
+    for excluded in ({"topic": "Town Hall [Private]"}, {"host_id": "blocked"}):
+        assert not matches(rules, ev(excluded)), excluded
+    assert len(rules.candidates(ev())) == 3, "the unless does not take the rules out of the index"
+    [verdict, *_] = rules.explain(ev({"host_id": "blocked"}))
+    assert str(verdict.failure).startswith(f"excluded by file-level unless ({path}:1): any of (topic contains "
+                                           "'[private]'; host_id equals 'blocked')")

@@ -44,3 +44,26 @@ def test_worker_needs_no_webhook_secret_and_secrets_never_print():
     s = Settings.from_env({"ZOOM_ACCOUNT_ID": "a", "ZOOM_CLIENT_ID": "c", "ZOOM_CLIENT_SECRET": "very-secret"},
                           webhooks=False)
     assert "very-secret" not in repr(s) and "very-secret" not in str(s)
+
+
+def test_every_missing_setting_is_named_at_once():
+    """Trap 8: with nothing set, one start-up names all four, not one per restart."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({})
+    assert [p.split(" is not set")[0] for p in info.value.problems] == [
+        "ZOOM_WEBHOOK_SECRET_TOKEN", "ZOOM_ACCOUNT_ID", "ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET"]
+    message = str(info.value)
+    assert message.startswith("4 settings need fixing:\n  - ZOOM_WEBHOOK_SECRET_TOKEN is not set: copy it from")
+    assert "\n  - ZOOM_CLIENT_SECRET is not set: copy it from the Client Secret" in message
+
+
+def test_every_malformed_setting_is_named_at_once():
+    env = {"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "REACTOR_DRY_RUN": "1", "DATABASE_URL": "mysql://x",
+           "REACTOR_ZOOM_RATE": "0", "REACTOR_HISTORY_DAYS": "a month", "REACTOR_DISPATCH": "sometimes"}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert [p.split(" ")[0] for p in info.value.problems] == [
+        "REACTOR_DISPATCH", "DATABASE_URL", "REACTOR_ZOOM_RATE", "REACTOR_HISTORY_DAYS"]
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"REACTOR_DRY_RUN": "maybe"})
+    assert [p.split(" ")[0] for p in info.value.problems] == ["ZOOM_WEBHOOK_SECRET_TOKEN", "REACTOR_DRY_RUN"]

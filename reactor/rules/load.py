@@ -8,6 +8,7 @@ import gc
 import os
 import pickle
 import re
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,21 +17,21 @@ from zoneinfo import ZoneInfo
 from ..errors import RulesError
 from .load_actions import ActionParser
 from .load_examples import ExampleParser
-from .model import (DAYS, FIELD_PATH, TRUE, AllConditions, AllOf, AnyCondition, Compare, During, Equals, Exists,
-                    FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, number_of)
+from .fields import KNOWN_EVENTS, field_known, field_names
+from .model import (DAYS, FIELD_PATH, TRUE, AllConditions, AllOf, AnyCondition, Compare, Contains, During, Equals,
+                    Exists, FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, Unless, number_of)
 from .source import LList, LMap, YamlProblem, parse_yaml, suggest
 
-RULE_KEYS = ("name", "on", "enabled", "when", "do", "examples", "description")
-OPERATORS = ("equals", "in", "glob", "regex", "exists", "gt", "gte", "lt", "lte", "not")
+RULE_KEYS = ("name", "on", "on_unknown_event", "enabled", "when", "do", "examples", "description")
+FILE_KEYS = ("rules", "unless")
+OPERATORS = ("equals", "in", "glob", "regex", "contains", "exists", "gt", "gte", "lt", "lte", "not")
 COMBINATORS = ("all", "any", "not", "during")
 DURING_KEYS = ("days", "from", "to", "timezone")
-KNOWN_EVENTS = (
-    "meeting.started", "meeting.ended", "meeting.participant_joined", "meeting.participant_left",
-    "meeting.live_streaming_started", "meeting.live_streaming_stopped", "meeting.created", "meeting.updated",
-    "meeting.deleted", "webinar.started", "webinar.ended", "webinar.participant_joined",
-    "webinar.participant_left", "webinar.created", "webinar.updated", "webinar.deleted",
-    "recording.completed", "meeting.sharing_started", "meeting.sharing_ended",
-)
+DAY_NAMES = {**{d: i for i, d in enumerate(DAYS)},
+             **{d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                                            "sunday"))}}
+_RANGE_LIKE = re.compile(r"^\s*([a-z]+)\s*(?:\.\.+|-|–|—|to|through|/)\s*([a-z]+)\s*$")
+_WORD_CLASS = re.compile(r"\[([^\]!^][^\]]*)\]")
 MAX_PATTERN = 500
 COMPACT_ABOVE = 500
 _TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
@@ -46,11 +47,13 @@ def rule_files(path: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "", resolve_secrets: bool = True):
+def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "", resolve_secrets: bool = True,
+               strict: bool = False):
     """Load and validate every rule file under `path`; raise RulesError listing every problem.
 
     With resolve_secrets (start-up), every ${NAME} must be set and every enc: value must decrypt;
-    without (check, explain on a machine without the secrets), only their form is checked."""
+    without (check, explain on a machine without the secrets), only their form is checked.
+    With strict (`check --strict`), every warning is a problem too."""
     from .match import RuleSet
 
     env = os.environ if env is None else env
@@ -63,6 +66,8 @@ def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "",
             parser.problems.append(f"{file}: cannot read: {exc}")
             continue
         parser.parse_file(str(file), text)
+    if strict:
+        parser.problems.extend(f"{w} (a warning; --strict makes it an error)" for w in parser.warnings)
     if parser.problems:
         raise RulesError(parser.problems)
     rules = RuleSet(tuple(parser.rules), warnings=tuple(parser.warnings), files=tuple(str(f) for f in files))
@@ -84,6 +89,7 @@ class _Parser(ActionParser, ExampleParser):
         self.warnings: list[str] = []
         self.names: dict[str, str] = {}
         self.file, self.rule_name = "", ""
+        self.rule_events: tuple = ()
 
     # -- reporting
     def problem(self, line: int, message: str) -> None:
@@ -108,15 +114,14 @@ class _Parser(ActionParser, ExampleParser):
             self.problem(getattr(doc, "line", 1), "a rules file is a mapping with a 'rules:' list at the top")
             return
         for key in doc:
-            if key != "rules":
-                self.problem(doc.line_of(key), f"unknown top-level key {key!r}{suggest(key, ['rules'])}")
+            if key not in FILE_KEYS:
+                self.problem(doc.line_of(key), f"unknown top-level key {key!r}{suggest(key, FILE_KEYS)}")
         rules = doc["rules"]
-        if rules is None:
-            return
-        if not isinstance(rules, LList):
+        first = len(self.rules)
+        if rules is not None and not isinstance(rules, LList):
             self.problem(doc.line_of("rules"), "'rules' must be a list of rules (each item starts with '- name:')")
-            return
-        for index, item in enumerate(rules):
+            rules = None
+        for index, item in enumerate(rules or ()):
             self.rule_name = ""
             if not isinstance(item, LMap):
                 self.problem(rules.line_of(index), "each rule is a mapping with name, on and do")
@@ -124,6 +129,24 @@ class _Parser(ActionParser, ExampleParser):
             rule = self.parse_rule(item)
             if rule is not None:
                 self.rules.append(rule)
+        if "unless" in doc:
+            self.parse_unless(doc, first)
+
+    def parse_unless(self, doc: LMap, first: int) -> None:
+        """A top-level `unless:` condition: every rule of this file fails while it holds."""
+        self.rule_name = ""
+        line = doc.line_of("unless")
+        mine = self.rules[first:]
+        self.rule_events = tuple(dict.fromkeys(e for r in mine for e in r.events)) or KNOWN_EVENTS
+        before = len(self.problems)
+        condition = self.parse_condition(doc["unless"], line, "unless: ")
+        if len(self.problems) > before:
+            return
+        exclusion = Unless(condition, f"{self.file}:{line}")
+        for offset, rule in enumerate(mine):
+            parts = rule.condition.conditions if isinstance(rule.condition, AllConditions) else (rule.condition,)
+            parts = tuple(p for p in parts if p is not TRUE)
+            self.rules[first + offset] = replace(rule, condition=AllConditions((exclusion, *parts), rule.condition.line))
 
     def parse_rule(self, item: LMap) -> Rule | None:
         before = len(self.problems)
@@ -143,6 +166,7 @@ class _Parser(ActionParser, ExampleParser):
             if key not in RULE_KEYS:
                 self.problem(item.line_of(key), f"unknown key {key!r}{suggest(key, RULE_KEYS)}")
         events = self.parse_on(item)
+        self.rule_events = events
         enabled = item.get("enabled", True)
         if not isinstance(enabled, bool):
             self.problem(item.line_of("enabled"), "'enabled' must be true or false")
@@ -164,13 +188,36 @@ class _Parser(ActionParser, ExampleParser):
         if not names or not all(isinstance(n, str) and n.strip() for n in names):
             self.problem(line, "'on' must be an event name or a list of event names")
             return ()
+        allow = item.get("on_unknown_event")
+        if "on_unknown_event" in item and allow != "allow":
+            self.problem(item.line_of("on_unknown_event"), "'on_unknown_event' takes only 'allow' "
+                                                           "(for an event reactor does not know yet)")
         for n in names:
-            if n not in KNOWN_EVENTS:
-                self.warn(line, f"unknown event {n!r}{suggest(n, KNOWN_EVENTS)}")
+            if n not in KNOWN_EVENTS and allow != "allow":
+                self.problem(line, f"unknown event {n!r}{suggest(n, KNOWN_EVENTS)}: the rule would never fire; "
+                                   f"for an event reactor does not know yet, add 'on_unknown_event: allow' to the rule")
         return tuple(dict.fromkeys(names))
 
+    def check_field(self, path: str, line: int, where: str) -> None:
+        """A field path the rule's events never carry is a problem (a typo renders empty or never matches)."""
+        events = self.rule_events
+        if not events or any(e not in KNOWN_EVENTS for e in events) or not FIELD_PATH.match(path):
+            return  # no events parsed, or an unknown event (opted in): nothing to check against
+        if field_known(path, events):
+            return
+        shown = ", ".join(events) if len(events) <= 3 else f"{', '.join(events[:3])}, … ({len(events)} events)"
+        elsewhere = [e for e in KNOWN_EVENTS if field_known(path, (e,))]
+        if elsewhere:  # a real field, of other events: always missing here (a warning: the author may know better)
+            others = ", ".join(elsewhere[:3]) + (", …" if len(elsewhere) > 3 else "")
+            self.warn(line, f"{where}{path!r} is a field of {others}, not of {shown}: on this rule's events it is "
+                            f"always missing; add such an event to 'on:', or write payload.object.{path} if you "
+                            f"know it is there")
+            return
+        self.problem(line, f"{where}{path!r} is not a field of {shown}{suggest(path, field_names(events))}; "
+                           f"a field reactor does not list is reached by its full path, payload.object.{path}")
+
     # -- conditions
-    def parse_condition(self, node: Any, line: int):
+    def parse_condition(self, node: Any, line: int, where: str = ""):
         """A condition mapping: every entry must hold."""
         if not isinstance(node, LMap) or not node:
             self.problem(getattr(node, "line", line), "a condition is a mapping of field paths (or all/any/not/during)")
@@ -182,19 +229,20 @@ class _Parser(ActionParser, ExampleParser):
                 if not isinstance(value, LList) or not value:
                     self.problem(key_line, f"'{key}' takes a non-empty list of conditions")
                     continue
-                inner = tuple(self.parse_condition(v, value.line_of(i)) for i, v in enumerate(value))
+                inner = tuple(self.parse_condition(v, value.line_of(i), where) for i, v in enumerate(value))
                 parts.append(AllConditions(inner, key_line) if key == "all" else AnyCondition(inner, key_line))
             elif key == "not":
-                parts.append(NotCondition(self.parse_condition(value, key_line), key_line))
+                parts.append(NotCondition(self.parse_condition(value, key_line, where), key_line))
             elif key == "during":
                 parts.append(self.parse_during(value, key_line))
             else:
-                parts.append(self.parse_field(key, value, node, key_line))
+                parts.append(self.parse_field(key, value, node, key_line, where))
         return parts[0] if len(parts) == 1 else AllConditions(tuple(parts), node.line)
 
-    def parse_field(self, path: str, value: Any, parent: LMap, line: int) -> FieldCondition:
+    def parse_field(self, path: str, value: Any, parent: LMap, line: int, where: str = "") -> FieldCondition:
         if not FIELD_PATH.match(path):
             self.problem(line, f"{path!r} is not a field path: use dotted names such as topic or participant.email")
+        self.check_field(path, line, where)
         matcher = self.parse_matcher(value, parent.raw.get(path), line, path)
         return FieldCondition(path, matcher, line)
 
@@ -233,7 +281,15 @@ class _Parser(ActionParser, ExampleParser):
             except re.error as exc:
                 self.problem(line, f"{path}: invalid regex {text!r}: {exc}")
                 return Equals(None)
+            if op == "glob":
+                self.check_glob_classes(text, line, path)
             return Pattern(op, text, compiled)
+        if op == "contains":
+            text = value if isinstance(value, str) else node.raw.get(op)
+            if not isinstance(text, str) or not text or isinstance(value, (LMap, LList, bool)) or value is None:
+                self.problem(line, f"{path}: 'contains' takes a non-empty string")
+                return Equals(None)
+            return Contains(text)
         if op == "exists":
             if not isinstance(value, bool):
                 self.problem(line, f"{path}: 'exists' takes true or false")
@@ -249,6 +305,17 @@ class _Parser(ActionParser, ExampleParser):
             return NotMatcher(self.parse_matcher(value, node.raw.get(op), line, path))
         self.problem(line, f"{path}: unknown matcher {op!r}{suggest(op, OPERATORS)}")
         return Equals(None)
+
+    def check_glob_classes(self, text: str, line: int, path: str) -> None:
+        """Warn on `[private]` in a glob: a class matching one of its letters, almost never what is meant."""
+        for match in _WORD_CLASS.finditer(text):
+            word = match.group(1)
+            if len(word) >= 3 and word.isalpha():
+                letters = ", ".join(dict.fromkeys(word.lower()))
+                escaped = text.replace(match.group(0), f"[[]{word}]", 1)
+                self.warn(line, f"{path}: in the glob {text!r}, {match.group(0)} matches ONE character out of "
+                                f"{letters}, not the text {match.group(0)!r}: to match the text write "
+                                f"{{contains: {match.group(0)!r}}}, or escape the bracket: {escaped!r}")
 
     def scalar(self, value: Any, line: int, path: str):
         if isinstance(value, (LMap, LList)):
@@ -277,11 +344,13 @@ class _Parser(ActionParser, ExampleParser):
             listed = value["days"] if isinstance(value["days"], LList) else [value["days"]]
             days = set()
             for d in listed:
-                key = str(d).lower()[:3] if isinstance(d, str) else None
-                if key not in DAYS:
-                    self.problem(value.line_of("days"), f"during: {d!r} is not a day{suggest(str(d).lower(), DAYS)}: use mon..sun")
+                found = _days(d)
+                if found is None:
+                    self.problem(value.line_of("days"), f"during: {d!r} is not a day or a range of days{_day_hint(d)}: "
+                                                        "write mon, tue, wed, thu, fri, sat, sun (or the full name), "
+                                                        "a range as mon-fri (fri-mon wraps over the weekend)")
                 else:
-                    days.add(DAYS.index(key))
+                    days.update(found)
         tz = value.get("timezone", "UTC")
         try:
             if not isinstance(tz, str) or not tz:
@@ -291,6 +360,30 @@ class _Parser(ActionParser, ExampleParser):
             self.problem(value.line_of("timezone"), f"during: unknown timezone {tz!r}: use an IANA name such as Europe/Berlin")
             tz = "UTC"
         return During(frozenset(days), minutes[0], minutes[1], tz, line)
+
+def _days(item: Any) -> list[int] | None:
+    """The weekdays a `days:` item names: a day (mon, monday) or a range (mon-fri, fri-mon wraps); None if neither."""
+    if not isinstance(item, str):
+        return None
+    text = item.strip().lower()
+    if text in DAY_NAMES:
+        return [DAY_NAMES[text]]
+    first, dash, last = text.partition("-")
+    first, last = first.strip(), last.strip()
+    if dash and first in DAY_NAMES and last in DAY_NAMES:
+        start, end = DAY_NAMES[first], DAY_NAMES[last]
+        return [(start + step) % 7 for step in range((end - start) % 7 + 1)]
+    return None
+
+
+def _day_hint(item: Any) -> str:
+    """' (did you mean 'mon-fri'?)' for a range written another way, or the closest day name."""
+    text = str(item).strip().lower()
+    ranged = _RANGE_LIKE.match(text)
+    if ranged and ranged.group(1) in DAY_NAMES and ranged.group(2) in DAY_NAMES:
+        return f" (did you mean '{ranged.group(1)}-{ranged.group(2)}'?)"
+    return suggest(text, DAY_NAMES)
+
 
 def _as_written(value: Any, raw: str | None) -> Any:
     """A matcher value: numbers keep the digits the author wrote (never through float)."""

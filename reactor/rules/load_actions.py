@@ -16,12 +16,20 @@ ACTION_ARGS = {
 }
 REQUIRED_ARGS = {"livestream.configure": ("stream_url", "stream_key", "page_url")}
 RESOLUTIONS = ("720p", "1080p")
+# Zoom's values (its API reference, as typed in Zoom's Rivet SDK; see README "Writing rules").
+CHOICES = {
+    "layout": ("follow_host", "gallery_view", "speaker_view"),
+    "close_caption": ("burnt-in", "embedded", "off"),
+    "resolution": RESOLUTIONS,
+}
+MEETING_ONLY = ("layout", "close_caption")  # Zoom's webinar live stream takes display_name, active_speaker_name
+DISPLAY_NAME_MAX = 50
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
 class ActionParser:
-    """Mixed into the rule parser: needs self.problem(line, message), self.env, self.secret_key,
-    self.resolve_secrets."""
+    """Mixed into the rule parser: needs self.problem(line, message), self.warn(line, message), self.env,
+    self.secret_key, self.resolve_secrets, self.rule_events and self.check_field(path, line, where)."""
 
     def parse_actions(self, item: LMap) -> tuple:
         if "do" not in item:
@@ -77,31 +85,63 @@ class ActionParser:
             if not isinstance(text, str) or value is None or isinstance(value, bool):
                 self.problem(key_line, f"{kind}: '{key}' must be a string")
                 continue
-            if key == "resolution" and text not in RESOLUTIONS:
-                self.problem(key_line, f"{kind}: resolution must be 720p or 1080p{suggest(text, RESOLUTIONS)}")
+            if key in CHOICES and text not in CHOICES[key]:
+                self.problem(key_line, f"{kind}: {key} must be {' or '.join(CHOICES[key])}, not {text!r}"
+                                       f"{suggest(text, CHOICES[key])}")
                 continue
-            args.append((key, self.parse_string(text, key_line, f"{kind}: {key}")))
+            if key in MEETING_ONLY and not self.meeting_setting_fits(kind, key, key_line):
+                continue
+            parsed = self.parse_string(text, key_line, f"{kind}: {key}: ")
+            if key == "display_name":
+                self.check_display_name(parsed, key_line, kind)
+            args.append((key, parsed))
         for key in REQUIRED_ARGS.get(kind, ()):
             if key not in node:
                 self.problem(line, f"{kind}: '{key}' is required")
         return ActionSpec(kind, tuple(args), line)
+
+    def meeting_setting_fits(self, kind: str, key: str, line: int) -> bool:
+        """layout and close_caption are meeting settings: an error on a webinar-only rule, a warning on a
+        rule on both (plan leaves them out of webinar calls)."""
+        webinar = [e for e in self.rule_events if e.startswith("webinar.")]
+        if not webinar:
+            return True
+        if len(webinar) == len(self.rule_events):
+            self.problem(line, f"{kind}: '{key}' is a meeting setting; Zoom's webinar live stream takes only "
+                               f"display_name and active_speaker_name: remove it (the rule is on webinar events only)")
+            return False
+        self.warn(line, f"{kind}: '{key}' is a meeting setting: it is sent for meetings and left out for "
+                        f"{', '.join(webinar)}; to say so explicitly, split the rule into a meeting and a webinar rule")
+        return True
+
+    def check_display_name(self, value, line: int, kind: str) -> None:
+        """Zoom takes 1 to 50 characters: a literal must fit; a template's fixed text must too."""
+        if isinstance(value, str):
+            size = len(value.strip())
+            if not 1 <= size <= DISPLAY_NAME_MAX:
+                self.problem(line, f"{kind}: display_name is {size} characters; Zoom takes 1 to {DISPLAY_NAME_MAX}")
+        elif isinstance(value, Template):
+            fixed = sum(len(part) for part in value.parts if isinstance(part, str))
+            if fixed > DISPLAY_NAME_MAX:
+                self.problem(line, f"{kind}: display_name's fixed text alone is {fixed} characters; Zoom takes at "
+                                   f"most {DISPLAY_NAME_MAX}")
 
     def parse_string(self, text: str, line: int, where: str):
         """A literal, a Template with {{ field }} parts, or a Secret (${NAME} or enc:)."""
         is_secret = "${" in text or text.startswith("enc:")
         fields = _TEMPLATE.findall(text)
         if is_secret and fields:
-            self.problem(line, f"{where}: a value uses ${{NAME}}/enc: or {{{{ field }}}}, not both")
+            self.problem(line, f"{where}a value uses ${{NAME}}/enc: or {{{{ field }}}}, not both")
             return text
         if is_secret:
             try:
                 check_secret(text, self.env, self.secret_key, resolve=self.resolve_secrets)
             except SecretError as exc:
-                self.problem(line, f"{where}: {exc}")
+                self.problem(line, f"{where}{exc}")
             return Secret(text)
         if not fields:
             if "{{" in text:
-                self.problem(line, f"{where}: unclosed or empty '{{{{ }}}}' in {text!r}")
+                self.problem(line, f"{where}unclosed or empty '{{{{ }}}}' in {text!r}")
             return text
         parts: list = []
         position = 0
@@ -110,7 +150,9 @@ class ActionParser:
                 parts.append(text[position:match.start()])
             path = match.group(1)
             if not FIELD_PATH.match(path):
-                self.problem(line, f"{where}: {{{{ {path} }}}} is not a field path such as topic")
+                self.problem(line, f"{where}{{{{ {path} }}}} is not a field path such as topic")
+            else:
+                self.check_field(path, line, f"{where}{{{{ {path} }}}}: ")
             parts.append(("field", path))
             position = match.end()
         if position < len(text):

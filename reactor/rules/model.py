@@ -6,7 +6,7 @@ failed, on which field path, with which value seen. That is both the evaluator a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -79,6 +79,9 @@ class Equals:
         return seen is not MISSING and eq_key(seen) == self.key
 
     def describe(self) -> str:
+        return f"equal {self.value!r}"
+
+    def states(self) -> str:
         return f"equals {self.value!r}"
 
 
@@ -94,6 +97,9 @@ class In:
         return seen is not MISSING and not isinstance(seen, (dict, list)) and eq_key(seen) in self.keys
 
     def describe(self) -> str:
+        return f"be one of {list(self.values)!r}"
+
+    def states(self) -> str:
         return f"is one of {list(self.values)!r}"
 
 
@@ -113,7 +119,31 @@ class Pattern:
         return found is not None
 
     def describe(self) -> str:
-        return f"{self.op} {self.source!r}"
+        return f"match {self.op} {self.source!r}"
+
+    def states(self) -> str:
+        return f"matches {self.op} {self.source!r}"
+
+
+@dataclass(frozen=True)
+class Contains:
+    """A case-insensitive substring, on strings and numbers."""
+
+    text: str
+    folded: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "folded", self.text.casefold())
+
+    def test(self, seen: Any) -> bool:
+        text = pattern_text(seen)
+        return text is not None and self.folded in text.casefold()
+
+    def describe(self) -> str:
+        return f"contain {self.text!r}"
+
+    def states(self) -> str:
+        return f"contains {self.text!r}"
 
 
 @dataclass(frozen=True)
@@ -124,7 +154,13 @@ class Exists:
         return (seen is not MISSING) == self.expected
 
     def describe(self) -> str:
+        return "exist" if self.expected else "not exist"
+
+    def states(self) -> str:
         return "exists" if self.expected else "does not exist"
+
+
+_SIGNS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 @dataclass(frozen=True)
@@ -140,7 +176,10 @@ class Compare:
                 "lt": number < self.bound, "lte": number <= self.bound}[self.op]
 
     def describe(self) -> str:
-        return f"{self.op} {self.bound}"
+        return f"be {_SIGNS[self.op]} {self.bound}"
+
+    def states(self) -> str:
+        return f"is {_SIGNS[self.op]} {self.bound}"
 
 
 @dataclass(frozen=True)
@@ -151,7 +190,10 @@ class NotMatcher:
         return seen is not MISSING and not self.inner.test(seen)
 
     def describe(self) -> str:
-        return f"not ({self.inner.describe()})"
+        return f"not {self.inner.describe()}"
+
+    def states(self) -> str:
+        return f"does not {self.inner.describe()}"
 
 
 @dataclass(frozen=True)
@@ -166,24 +208,49 @@ class AllOf:
     def describe(self) -> str:
         return " and ".join(m.describe() for m in self.matchers)
 
+    def states(self) -> str:
+        return " and ".join(m.states() for m in self.matchers)
+
 
 # --- conditions: test an event ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a condition did not hold."""
+    """Why a condition did not hold. `also` holds the other failing conditions of the same rule,
+    for explain: str() is then one line per failing condition."""
 
     check: str
     path: str = ""
     seen: str = ""
     line: int = 0
+    also: tuple = ()
 
-    def __str__(self) -> str:
+    def line_text(self) -> str:
         where = f" (line {self.line})" if self.line else ""
         if self.path:
             return f"{self.path} {self.check}: saw {self.seen}{where}"
         return f"{self.check}{where}"
+
+    def __str__(self) -> str:
+        if not self.also:
+            return self.line_text()
+        every = (self, *self.also)
+        return f"{len(every)} conditions failed:" + "".join(f"\n{INDENT}- {f.line_text()}" for f in every)
+
+
+INDENT = " " * 12  # under the rule name in explain's "  no match  NAME" lines
+
+
+def all_failures(condition: Any, event: Event) -> list[Failure]:
+    """Every failing part of a condition (the parts of `all`, flattened), not only the first."""
+    if isinstance(condition, AllConditions):
+        out: list[Failure] = []
+        for part in condition.conditions:
+            out.extend(all_failures(part, event))
+        return out
+    failed = condition.failure(event)
+    return [failed] if failed else []
 
 
 @dataclass(frozen=True)
@@ -198,6 +265,9 @@ class FieldCondition:
             return None
         return Failure(f"should {self.matcher.describe()}", self.path, show(seen), self.line)
 
+    def describe(self) -> str:
+        return f"{self.path} {self.matcher.states()}"
+
 
 @dataclass(frozen=True)
 class AllConditions:
@@ -210,6 +280,11 @@ class AllConditions:
             if failed:
                 return failed
         return None
+
+    def describe(self) -> str:
+        if len(self.conditions) == 1:
+            return self.conditions[0].describe()
+        return "all of (" + "; ".join(c.describe() for c in self.conditions) + ")"
 
 
 @dataclass(frozen=True)
@@ -226,6 +301,9 @@ class AnyCondition:
             failures.append(failed)
         return Failure("any: none held: " + "; ".join(str(f) for f in failures), line=self.line)
 
+    def describe(self) -> str:
+        return "any of (" + "; ".join(c.describe() for c in self.conditions) + ")"
+
 
 @dataclass(frozen=True)
 class NotCondition:
@@ -234,8 +312,35 @@ class NotCondition:
 
     def failure(self, event: Event) -> Failure | None:
         if self.inner.failure(event) is None:
-            return Failure("not: the inner condition held", line=self.line)
+            return Failure(f"not: {self.inner.describe()}{_witness(self.inner, event)} (it should not)", line=self.line)
         return None
+
+    def describe(self) -> str:
+        return f"not ({self.inner.describe()})"
+
+
+@dataclass(frozen=True)
+class Unless:
+    """A rules file's top-level `unless:`: every rule in the file fails while it holds."""
+
+    inner: Any
+    where: str  # file:line of the unless
+
+    def failure(self, event: Event) -> Failure | None:
+        if self.inner.failure(event) is None:
+            return Failure(f"excluded by file-level unless ({self.where}): {self.inner.describe()}"
+                           f"{_witness(self.inner, event)}")
+        return None
+
+    def describe(self) -> str:
+        return f"unless ({self.inner.describe()})"
+
+
+def _witness(condition: Any, event: Event) -> str:
+    """': saw VALUE' for a single field condition, so explain shows what made it hold."""
+    if isinstance(condition, FieldCondition):
+        return f": saw {show(event.field(condition.path))}"
+    return ""
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -270,9 +375,12 @@ class During:
             inside = True
         if inside and day in self.days:
             return None
-        return Failure(f"should be during {self.describe()}", "event_ts", local.strftime("%a %H:%M %Z"), self.line)
+        return Failure(f"should be during {self.window()}", "event_ts", local.strftime("%a %H:%M %Z"), self.line)
 
     def describe(self) -> str:
+        return f"during {self.window()}"
+
+    def window(self) -> str:
         days = ",".join(DAYS[d] for d in sorted(self.days))
         return f"{days} {self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d} {self.tz}"
 
@@ -329,4 +437,7 @@ class Rule:
             return Failure("the rule is disabled (enabled: false)")
         if event.name not in self.events:
             return Failure(f"the event is {event.name}, the rule is on {', '.join(self.events)}")
-        return self.condition.failure(event)
+        failures = all_failures(self.condition, event)
+        if not failures:
+            return None
+        return replace(failures[0], also=tuple(failures[1:])) if len(failures) > 1 else failures[0]

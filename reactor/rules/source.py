@@ -72,13 +72,25 @@ def parse_yaml(text: str):
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlProblem(line, f"not valid YAML: {exc.problem or exc}") from None
+        problem = exc.problem or str(exc)
+        raise YamlProblem(line, f"not valid YAML: {problem}{_hint(problem, text, line)}") from None
     except yaml.YAMLError as exc:
         raise YamlProblem(1, f"not valid YAML: {exc}") from None
     if node is None:
         return None
     budget = [MAX_NODES]
     return _convert(node, 0, budget)
+
+
+def _hint(problem: str, text: str, line: int) -> str:
+    """What to do about YAML's two most common surprises in rule files."""
+    lines = text.splitlines()
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "escape" in problem:
+        return ": write regexes in single quotes ('...') so backslashes stay as written"
+    if "\\t" in problem or "tab" in problem or "\t" in here[:len(here) - len(here.lstrip())]:
+        return ": use spaces, not tabs, for indentation"
+    return ""
 
 
 def _convert(node, depth: int, budget: list):
