@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
-    start_housekeeping(active.reload_if_changed, store.maintain)
+    start_housekeeping(active.reload_if_changed, store.maintain,
+                       *([reactor.dispatcher.upkeep] if reactor.dispatcher is not None else []))
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])

@@ -27,6 +27,7 @@ class NewDelivery:
     verdicts: list              # [{"rule": name, "matched": bool, "why": str}]
     order_key: str = ""        # Target.key of the event's meeting or webinar, "" when none
     confirms: str = ""         # for live_streaming_started/stopped: "livestream.start" / "livestream.stop"
+    instance: str = ""         # the meeting or webinar instance (payload.object.uuid), "" when none
 
 
 @dataclass(frozen=True)

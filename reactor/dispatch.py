@@ -8,10 +8,11 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import replace
 
 from .delivery import Job
-from .errors import SecretError, StoreError, ZoomError
+from .errors import NotSent, SecretError, StoreError, ZoomError
 from .logs import log
 from .redact import masked, scrub, unseal
 from .retry_policy import Decision, after_call, before_call
@@ -20,8 +21,8 @@ from .settings import Settings
 from .store.contract import Attempt, Store
 from .zoom import ZoomClient
 
-LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts
-REAP_EVERY = 10.0          # look for leases held by dead processes on this host this often
+LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts; extended just before each call
+SILENT_FOR = 10.0          # a dispatcher whose heartbeat is older than this is dead: its leases are released
 POLL_SECONDS = 0.5         # idle threads look for due retries this often
 PRUNE_EVERY = 3600.0
 
@@ -31,14 +32,13 @@ class Dispatcher:
                  clock=time.time, sleep=time.sleep):
         self.store, self.client, self.settings = store, client, settings
         self.threads = threads or settings.dispatch_threads
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"  # unique across containers
         self.clock, self.sleep = clock, sleep
         self._cond = threading.Condition()
         self._generation = 0
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
-        self._reaped_at = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> "Dispatcher":
@@ -48,7 +48,8 @@ class Dispatcher:
 
     # -- lifecycle
     def start(self) -> None:
-        """Start the threads (in the process that will run them: after fork)."""
+        """Start the threads (in the process that will run them: after fork), alive from the start."""
+        self.store.heartbeat(self.owner, self.clock())
         for n in range(self.threads):
             thread = threading.Thread(target=self._loop, name=f"reactor-dispatch-{n}", daemon=True)
             thread.start()
@@ -62,6 +63,11 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if not any(thread.is_alive() for thread in self._workers):
+            try:
+                self.store.forget(self.owner)
+            except StoreError:
+                pass  # its heartbeat goes silent instead
 
     def wake(self, count: int = 1) -> None:
         """Work was committed: wake idle threads now instead of at their next poll."""
@@ -88,16 +94,13 @@ class Dispatcher:
                     if self._generation == generation and not self._stopping.is_set():
                         self._cond.wait(POLL_SECONDS)
 
-    def reap(self, now: float) -> None:
-        """Release leases of dispatchers on this host whose process is gone (kill -9, OOM), at once;
-        leases of other hosts' dispatchers expire after LEASE_SECONDS."""
-        host = socket.gethostname()
-        for owner in self.store.lease_owners():
-            owner_host, _, rest = owner.partition(":")
-            pid = rest.split(":", 1)[0]
-            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-                released = self.store.release(owner, now)
-                log("released the jobs of a dead dispatcher", owner=owner, jobs=released)
+    def upkeep(self) -> None:
+        """Every few seconds (the housekeeping thread, never busy with a call): say this process is
+        alive, and release the leases of dispatchers on any host whose heartbeat went silent."""
+        now = self.clock()
+        self.store.heartbeat(self.owner, now)
+        for owner, jobs in self.store.release_dead(now, SILENT_FOR).items():
+            log("released the jobs of a silent dispatcher", owner=owner, jobs=jobs)
 
     # -- one job
     def run_once(self) -> bool:
@@ -106,9 +109,6 @@ class Dispatcher:
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
             self.store.prune(now - self.settings.history_days * 86400)
-        if now - self._reaped_at > REAP_EVERY:
-            self._reaped_at = now
-            self.reap(now)
         job = self.store.claim(self.owner, now, LEASE_SECONDS)
         if job is None:
             return False
@@ -143,7 +143,12 @@ class Dispatcher:
             self.sleep(wait)
         started = self.clock()
         try:
-            result = self.client.call(action.method, action.path, body)
+            result = self.client.call(action.method, action.path, body, before_send=lambda: self.store.extend(
+                job, self.owner, self.clock(), LEASE_SECONDS))
+        except NotSent:
+            log("lease lost before the call; not sent (another dispatcher has the job)", job=job.id,
+                delivery=job.delivery_id, action=action.kind, path=action.path)
+            return
         except ZoomError as exc:
             result = exc
         took = round((self.clock() - started) * 1000, 1)
@@ -158,13 +163,3 @@ class Dispatcher:
             path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,
             zoom_code=attempt.zoom_code, message=attempt.message, next_at=attempt.next_at,
             ms=attempt.duration_ms, lease_lost=not held or None)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -9,6 +9,7 @@
      +-- StoreError         the database did not answer (answered 503, Zoom retries)
      |    +-- SchemaError    the database holds a schema this reactor does not know; run migrate
      +-- SecretError        an enc: value or ${NAME} cannot be resolved
+     +-- NotSent            a call abandoned before it went out (its job's lease was lost)
      +-- ZoomError          a call to Zoom got no answer; `retryable` says whether trying later can help
           +-- ZoomUnreachable  no connection, or no answer within the timeout (retryable)
           +-- TokenError       the OAuth token endpoint refused or failed
@@ -62,6 +63,10 @@ class SchemaError(StoreError):
 
 class SecretError(ReactorError):
     """A secret reference in a rule cannot be resolved."""
+
+
+class NotSent(ReactorError):
+    """A call to Zoom was abandoned before it was sent: the dispatcher no longer holds its job."""
 
 
 class ZoomError(ReactorError):

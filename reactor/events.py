@@ -56,6 +56,12 @@ class Event:
         return CONFIRMS.get(self.name, "")
 
     @property
+    def instance(self) -> str:
+        """The meeting or webinar instance (payload.object.uuid), "" when the event names none."""
+        uuid = self.object.get("uuid")
+        return uuid if isinstance(uuid, str) else ""
+
+    @property
     def target(self) -> Target | None:
         """The meeting or webinar this event is about, or None when the event names none."""
         kind = "webinars" if self.name.startswith("webinar.") else "meetings"
@@ -95,19 +101,57 @@ def event_from_body(body: dict, raw: bytes) -> Event:
 
 
 def dedup_key(name: str, body: dict, raw: bytes) -> str:
-    """Key under which a redelivery of the same event is recognised.
+    """The key under which a redelivery of the same event is recognised: what the event is, not its
+    bytes (Zoom has redelivered bodies that differ, e.g. in download tokens). By family:
 
-    meeting/webinar started and ended happen once per meeting instance, so the event name plus
-    payload.object.uuid identify them even if Zoom re-serialises the body. Everything else is
-    identified by the raw body, which Zoom redelivers byte for byte.
+    - meeting/webinar started and ended, recording.completed: once per meeting instance: name + uuid;
+    - participant joined/left (and the like): name + instance + participant + join/leave time;
+    - live_streaming_started/stopped: name + instance + live_streaming.date_time (else event_ts);
+    - anything else, or any of the above without its identity: the SHA-256 of the raw body.
     """
+    obj = _object(body)
+    uuid = obj.get("uuid")
+    if isinstance(uuid, str) and uuid:
+        if name in ONCE_PER_INSTANCE or (name.startswith(("meeting.", "webinar."))
+                                         and name.endswith((".started", ".ended"))):
+            return f"{name}:{uuid}"
+        identity = _participant_identity(obj) if ".participant_" in name else (
+            _stream_identity(obj, body) if ".live_streaming_" in name else None)
+        if identity:
+            return f"{name}:{uuid}:{hashlib.sha256(identity.encode('utf-8', 'replace')).hexdigest()[:32]}"
+    return f"{name}:sha256:{hashlib.sha256(raw).hexdigest()}"
+
+
+ONCE_PER_INSTANCE = frozenset({"recording.completed", "webinar.recording.completed"})
+
+
+def _object(body: dict) -> dict:
     payload = body.get("payload")
     obj = payload.get("object") if isinstance(payload, dict) else None
-    uuid = obj.get("uuid") if isinstance(obj, dict) else None
-    if name.endswith((".started", ".ended")) and name.startswith(("meeting.", "webinar.")) \
-            and isinstance(uuid, str) and uuid:
-        return f"{name}:{uuid}"
-    return f"{name}:sha256:{hashlib.sha256(raw).hexdigest()}"
+    return obj if isinstance(obj, dict) else {}
+
+
+def _participant_identity(obj: dict) -> str | None:
+    """Who joined or left, and when: the same person joining twice is two events."""
+    person = obj.get("participant")
+    if not isinstance(person, dict):
+        return None
+    who = next((str(person[k]) for k in ("participant_uuid", "user_id", "id", "email", "user_name")
+                if isinstance(person.get(k), (str, int)) and not isinstance(person.get(k), bool) and person.get(k) != ""),
+               None)
+    when = next((person[k] for k in ("join_time", "leave_time", "date_time") if isinstance(person.get(k), str)
+                 and person[k]), None)
+    return f"participant:{who}:{when}" if who and when else None
+
+
+def _stream_identity(obj: dict, body: dict) -> str | None:
+    """When the stream started or stopped."""
+    stream = obj.get("live_streaming")
+    when = stream.get("date_time") if isinstance(stream, dict) else None
+    if isinstance(when, str) and when:
+        return f"stream:{when}"
+    ts = body.get("event_ts")
+    return f"stream-ts:{ts}" if isinstance(ts, int) and not isinstance(ts, bool) else None
 
 
 def resolve_path(body: dict, path: str) -> Any:

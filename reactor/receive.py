@@ -51,7 +51,7 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secret:
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
         body=redact(body), verdicts=_verdicts(verdicts, skipped),
-        order_key=target.key if target else "", confirms=event.confirms)
+        order_key=target.key if target else "", confirms=event.confirms, instance=event.instance)
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline)
 
 

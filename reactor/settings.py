@@ -27,7 +27,7 @@ class Settings:
     oauth_url: str = "https://zoom.us/oauth/token"
     rules_path: str = "rules"
     database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
-    signature_tolerance: int = 300
+    signature_tolerance: int = 7200    # covers Zoom's retries (+5, +25, +85 min) if they keep the first timestamp
     dry_run: bool = False
     dispatch: str = "inline"          # inline: web processes dispatch; off: only `python -m reactor worker`
     dispatch_threads: int = 8
@@ -71,13 +71,18 @@ class Settings:
             problems.append(f"REACTOR_DISPATCH is {dispatch!r}: use 'inline' (web processes dispatch) or 'off'")
         values = dict(
             database_url=read(normalise_database_url, env.get("DATABASE_URL", "")),
-            signature_tolerance=read(_number, env, "REACTOR_SIGNATURE_TOLERANCE", 300, int, 1),
+            signature_tolerance=read(_number, env, "REACTOR_SIGNATURE_TOLERANCE", 7200, int, 1),
             dispatch_threads=read(_number, env, "REACTOR_DISPATCH_THREADS", 8, int, 1),
             zoom_rate=read(_number, env, "REACTOR_ZOOM_RATE", 30.0, float, 0.01),
             action_deadline=read(_number, env, "REACTOR_ACTION_DEADLINE", 1800, int, 1),
             history_days=read(_number, env, "REACTOR_HISTORY_DAYS", 30, int, 1),
             port=read(_number, env, "PORT", 8000, int, 1),
         )
+        tolerance, kept = values["signature_tolerance"], values["history_days"]
+        if tolerance is not None and kept is not None and tolerance >= kept * 86400:
+            problems.append(f"REACTOR_SIGNATURE_TOLERANCE ({tolerance} s) must be shorter than REACTOR_HISTORY_DAYS "
+                            f"({kept} days): a replayed delivery is refused as a duplicate only while the first "
+                            f"is remembered")
         if problems:
             raise config_error(problems)
         settings = cls(

@@ -31,7 +31,7 @@ def run_worker() -> int:
         signal.signal(sig, lambda *_: stop.set())
     dispatcher.start()
     store.listen(dispatcher.wake)
-    start_housekeeping(store.maintain)
+    start_housekeeping(store.maintain, dispatcher.upkeep)
     log("worker started", pid=os.getpid(), threads=dispatcher.threads)
     stop.wait()
     dispatcher.stop()

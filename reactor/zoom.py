@@ -7,14 +7,25 @@ import threading
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Callable
 
 import requests
 
-from .errors import TokenError, ZoomError, ZoomUnreachable
+from .errors import NotSent, TokenError, ZoomError, ZoomUnreachable
 from .retry_policy import Answer
 
 TIMEOUT = (5, 20)          # connect, read seconds
 REFRESH_AHEAD = 60         # refresh a token this many seconds before it expires
+TOKEN_WAIT = sum(TIMEOUT) + 1  # the longest a thread waits for another thread's token fetch
+
+
+class _Fetch:
+    """One token fetch in flight, shared by every thread that needs a token meanwhile (single flight)."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.token: str | None = None
+        self.error: TokenError | None = None
 
 
 class ZoomClient:
@@ -27,44 +38,70 @@ class ZoomClient:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires = 0.0
+        self._fetch: _Fetch | None = None
 
     def token(self) -> str:
-        """A valid access token, fetched once for all threads and refreshed ahead of expiry."""
+        """A valid access token, refreshed ahead of expiry. One fetch at a time: threads that need a
+        token meanwhile wait for that fetch (at most TOKEN_WAIT seconds) and share its outcome,
+        instead of each fetching in turn behind a lock."""
         with self._lock:
             if self._token and self._clock() < self._expires - REFRESH_AHEAD:
                 return self._token
+            fetch, leader = (self._fetch, False) if self._fetch is not None else (_Fetch(), True)
+            self._fetch = fetch
+        if leader:
             try:
-                response = self._session.post(
-                    self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
-                    auth=self._auth, timeout=TIMEOUT)
-            except requests.RequestException as exc:
-                raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
-            if response.status_code >= 500 or response.status_code == 429:
-                raise TokenError(f"the token endpoint answered {response.status_code}", True)
-            if response.status_code != 200:
-                raise TokenError(f"the token endpoint answered {response.status_code} "
-                                 f"({_describe(response)[1]}): check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and "
-                                 f"ZOOM_CLIENT_SECRET", False)
-            try:
-                data = response.json()
-                token, lifetime = data["access_token"], float(data.get("expires_in", 3600))
-                if not isinstance(token, str) or not token:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                raise TokenError("the token endpoint answered without an access_token", True) from None
+                fetch.token = self._fetch_token()
+            except TokenError as exc:
+                fetch.error = exc
+            finally:
+                with self._lock:
+                    self._fetch = None
+                fetch.done.set()
+        elif not fetch.done.wait(TOKEN_WAIT):
+            raise TokenError(f"the token endpoint has not answered another thread within {TOKEN_WAIT} s", True)
+        if fetch.error is not None:
+            raise fetch.error
+        return fetch.token
+
+    def _fetch_token(self) -> str:
+        try:
+            response = self._session.post(
+                self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
+                auth=self._auth, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise TokenError(f"the token endpoint answered {response.status_code}", True)
+        if response.status_code != 200:
+            raise TokenError(f"the token endpoint answered {response.status_code} "
+                             f"({_describe(response)[1]}): check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and "
+                             f"ZOOM_CLIENT_SECRET", False)
+        try:
+            data = response.json()
+            token, lifetime = data["access_token"], float(data.get("expires_in", 3600))
+            if not isinstance(token, str) or not token:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise TokenError("the token endpoint answered without an access_token", True) from None
+        with self._lock:
             self._token, self._expires = token, self._clock() + lifetime
-            return token
+        return token
 
     def drop_token(self, token: str) -> None:
         with self._lock:
             if self._token == token:
                 self._token, self._expires = None, 0.0
 
-    def call(self, method: str, path: str, body: dict) -> Answer:
-        """One call; on 401 a fresh token and one retry. Raises ZoomError (TokenError, ZoomUnreachable)."""
+    def call(self, method: str, path: str, body: dict, before_send: Callable[[], bool] = lambda: True) -> Answer:
+        """One call; on 401 a fresh token and one retry. `before_send()` is asked right before each
+        request goes out (after any wait for a token): when it answers False nothing is sent and
+        NotSent is raised. Raises ZoomError (TokenError, ZoomUnreachable)."""
         answer = None
         for _ in range(2):
             token = self.token()
+            if not before_send():
+                raise NotSent("not sent: the job is no longer this dispatcher's")
             try:
                 response = self._session.request(method, self.api_url + path, json=body, timeout=TIMEOUT,
                                                  headers={"Authorization": f"Bearer {token}"})

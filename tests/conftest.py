@@ -78,12 +78,14 @@ class ReactorServer:
         self.env = {k: v for k, v in self.env.items() if v is not None}  # None: leave the variable unset
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self.wrapper: list[str] = []  # a command to start gunicorn under, e.g. unshare for a PID namespace
 
     def start(self, wait: bool = True) -> "ReactorServer":
         self._log = open(self.log_path, "ab")
         gunicorn = shutil.which("gunicorn", path=self.env["PATH"]) or str(Path(sys.executable).parent / "gunicorn")
         self.proc = subprocess.Popen(
-            [gunicorn, "-c", "python:reactor.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}", self.app],
+            [*self.wrapper, gunicorn, "-c", "python:reactor.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}",
+             self.app],
             cwd=self.tmp, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
             self.wait_ready()

@@ -240,9 +240,9 @@ def test_dry_run_records_what_would_be_sent(make_server, zoom):
 
 def test_live_streaming_started_confirms_the_start(make_server, zoom):
     server = make_server(CONFIGURE_AND_START, zoom=zoom)
-    server.post(event(meeting_id="700", topic="Plain"))
+    server.post(event(meeting_id="700", topic="Plain", uuid_="instance-700"))
     server.wait_jobs(1)
-    body = event("meeting.live_streaming_started", meeting_id=700, topic="Plain")
+    body = event("meeting.live_streaming_started", meeting_id=700, topic="Plain", uuid_="instance-700")
     body["payload"]["object"]["live_streaming"] = {"service": "Custom_Live_Streaming_Service",
                                                    "custom_live_streaming_settings": {"stream_key": "zoom-sent-key"}}
     assert server.post(body).status_code == 200

@@ -19,9 +19,11 @@ def store(request, tmp_path):
     store.close()
 
 
-def delivery(key: str, order_key="meetings/1", ts_ms=1_800_000_000_000, confirms="", event="meeting.started"):
+def delivery(key: str, order_key="meetings/1", ts_ms=1_800_000_000_000, confirms="", event="meeting.started",
+             instance="instance-1"):
     return NewDelivery(dedup_key=key, event=event, event_ts_ms=ts_ms, received_at=T0, body={"event": event},
-                       verdicts=[{"rule": "r", "matched": True, "why": ""}], order_key=order_key, confirms=confirms)
+                       verdicts=[{"rule": "r", "matched": True, "why": ""}], order_key=order_key, confirms=confirms,
+                       instance=instance)
 
 
 def action(order_key="meetings/1", kind="livestream.start", account="acc"):
@@ -173,12 +175,55 @@ def test_superseded_when_a_later_event_already_ran(store):
     assert store.superseded(old) and not store.superseded(job)
 
 
-def test_release_and_lease_owners(store):
+def test_the_leases_of_a_silent_dispatcher_are_released_and_a_live_ones_kept(store):
+    """Liveness is a heartbeat in the database, not a pid: containers sharing a hostname with their
+    own pid namespaces (the same "host:1:" owner prefix) never release each other's live leases."""
+    for key in ("k1", "k2"):
+        store.accept(delivery(key, order_key=f"meetings/{key}"), [action(f"meetings/{key}")], T0 + 1800)
+    store.heartbeat("host:1:live", T0)
+    store.heartbeat("host:1:dead", T0)
+    live, dead = store.claim("host:1:live", T0, 60), store.claim("host:1:dead", T0, 60)
+    store.heartbeat("host:1:live", T0 + 9)
+    assert store.release_dead(T0 + 9.5, silent_for=10) == {}, "both spoke within 10 s"
+    assert store.release_dead(T0 + 11, silent_for=10) == {"host:1:dead": 1}
+    store.heartbeat("b", T0 + 11)
+    assert store.claim("b", T0 + 11, 60).id == dead.id, "the silent owner's job is due again at once"
+    assert store.claim("c", T0 + 11, 60) is None, "the live owner's job stays leased"
+    assert not store.extend(dead, "host:1:dead", T0 + 12, 60), "a released lease cannot be extended"
+    assert store.extend(live, "host:1:live", T0 + 12, 60)
+    store.forget("host:1:live")
+    assert store.release_dead(T0 + 12, silent_for=10) == {"host:1:live": 1}, "forgotten: no heartbeat at all"
+
+
+def test_a_lease_taken_over_after_it_expired_cannot_be_extended(store):
     store.accept(delivery("k"), [action()], T0 + 1800)
-    job = store.claim("host:123:x", T0, 60)
-    assert store.lease_owners() == {"host:123:x"}
-    assert store.release("host:123:x", T0 + 1) == 1
-    assert store.claim("b", T0 + 1, 60).id == job.id
+    first = store.claim("a", T0, 60)
+    assert store.extend(first, "a", T0 + 59, 60), "still a's: extended to T0 + 119"
+    assert store.claim("b", T0 + 100, 60) is None
+    assert store.claim("b", T0 + 120, 60).id == first.id
+    assert not store.extend(first, "a", T0 + 121, 60), "b holds it now: a must not call"
+
+
+def test_migrating_a_version_1_database_keeps_its_rows(tmp_path):
+    """A database made by the previous release (schema 1) is upgraded in place, its history kept."""
+    import sqlite3
+
+    from reactor.store.schema import migrations
+    from reactor.store.sqlite import SQLiteStore
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(migrations("INTEGER PRIMARY KEY", "REAL")[0])
+    conn.execute("INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts) "
+                 "VALUES ('old', 'meeting.started', 1, 'meetings/1', 1, '{}', '[]')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(str(path))
+    store.check_schema()
+    assert [d["dedup_key"] for d in store.history()] == ["old"]
+    store.accept(delivery("new"), [action()], T0 + 1800)
+    assert store.counts() == {"deliveries": 2, "pending": 1, "running": 0, "done": 0, "dead": 0, "skipped": 0}
 
 
 def test_retry_requeues_dead_jobs(store):
@@ -191,13 +236,59 @@ def test_retry_requeues_dead_jobs(store):
     assert again.id == job.id and again.deadline == T0 + 2000 and again.failures == 0
 
 
-def test_confirmation_marks_the_newest_done_start(store):
+def confirmation(key="c", instance="instance-1", kind="livestream.start"):
+    event = "meeting.live_streaming_started" if kind == "livestream.start" else "meeting.live_streaming_stopped"
+    return delivery(key, confirms=kind, event=event, instance=instance)
+
+
+# How a start's last attempt ended -> (its status after Zoom confirms the stream of its instance, confirmed?)
+SETTLE = {
+    "done 204": (Attempt(T0, "done", 204, duration_ms=5), "done", "done", True),
+    "pending after a 429 (a start that timed out but worked)": (
+        Attempt(T0, "rate_limited", 429, duration_ms=5, next_at=T0 + 30), "pending", "done", True),
+    "pending after a timeout": (Attempt(T0, "retry", None, duration_ms=20000, next_at=T0 + 1), "pending", "done", True),
+    "dead after a 429 past the deadline": (Attempt(T0, "dead", 429, duration_ms=5), "dead", "done", True),
+    "dead after 5xx at the deadline": (Attempt(T0, "dead", 503, duration_ms=5), "dead", "done", True),
+    "dead after 404 1001: refused, so the stream is someone else's": (
+        Attempt(T0, "dead", 404, 1001, duration_ms=5), "dead", "dead", False),
+    "dead before any call (too late)": (Attempt(T0, "dead", message="late"), "dead", "dead", False),
+}
+
+
+@pytest.mark.parametrize("attempt, before, after, confirmed", list(SETTLE.values()), ids=list(SETTLE))
+def test_a_confirmation_settles_the_starts_of_its_instance(store, attempt, before, after, confirmed):
     store.accept(delivery("k"), [action()], T0 + 1800)
     job = store.claim("a", T0, 60)
-    store.finish(job, "a", Attempt(T0, "done", 204), "done")
-    store.accept(delivery("c", confirms="livestream.start", event="meeting.live_streaming_started"), [], T0 + 1800)
-    [job_row] = [j for d in store.history() for j in d["jobs"]]
-    assert job_row["confirmed_at"] is not None
+    store.finish(job, "a", attempt, before, attempt.next_at)
+    store.accept(confirmation(), [], T0 + 1800)
+    [row] = [j for d in store.history() for j in d["jobs"]]
+    assert (row["status"], row["confirmed_at"] is not None) == (after, confirmed)
+    if before == "pending" and confirmed:
+        assert store.claim("a", T0 + 3600, 60) is None, "its retry is cancelled"
+
+
+def test_a_confirmation_leaves_other_instances_and_kinds_alone(store):
+    store.accept(delivery("k"), [action(), action(kind="livestream.stop")], T0 + 1800)
+    for _ in range(2):
+        job = store.claim("a", T0, 60)
+        store.finish(job, "a", Attempt(T0, "done", 204, duration_ms=5), "done")
+    store.accept(confirmation("other", instance="instance-2"), [], T0 + 1800)  # the next occurrence, same id
+    store.accept(confirmation("no-instance", instance=""), [], T0 + 1800)
+    assert [j["confirmed_at"] for d in store.history() for j in d["jobs"]] == [None, None]
+    store.accept(confirmation("stopped", kind="livestream.stop"), [], T0 + 1800)
+    assert [(j["action"]["kind"], j["confirmed_at"] is not None) for d in store.history() for j in d["jobs"]] == \
+        [("livestream.start", False), ("livestream.stop", True)]
+
+
+def test_a_confirmation_during_the_call_is_kept_and_wins_over_its_answer(store):
+    store.accept(delivery("k"), [action()], T0 + 1800)
+    job = store.claim("a", T0, 60)
+    store.accept(confirmation(), [], T0 + 1800)  # Zoom says "started" while the call is still waiting
+    store.finish(job, "a", Attempt(T0, "retry", 504, duration_ms=20000, next_at=T0 + 1), "pending", T0 + 1,
+                 failure=True)
+    [row] = [j for d in store.history() for j in d["jobs"]]
+    assert row["status"] == "done" and row["confirmed_at"] is not None
+    assert store.claim("a", T0 + 60, 60) is None
 
 
 def test_history_filters_and_attempts(store):

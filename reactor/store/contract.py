@@ -77,13 +77,24 @@ class Store:
         `rate` calls even with `margin` seconds of jitter; return it (>= now)."""
         raise NotImplementedError
 
-    def lease_owners(self) -> set[str]:
-        """The owners currently holding leases on running jobs."""
+    def extend(self, job: Job, owner: str, now: float, lease_seconds: float) -> bool:
+        """Immediately before a call to Zoom: extend `owner`'s lease on `job` to now + lease_seconds and
+        return True, or return False when `owner` no longer holds it (released as dead, or claimed by
+        another dispatcher after it expired), in which case the call must not be made."""
         raise NotImplementedError
 
-    def release(self, owner: str, now: float) -> int:
-        """Make every job leased to `owner` (a dispatcher known to be dead) pending and due now;
-        return how many. Its in-flight calls may be repeated: delivery is at least once."""
+    def heartbeat(self, owner: str, now: float) -> None:
+        """Record that the dispatching process `owner` is alive at `now` (every few seconds)."""
+        raise NotImplementedError
+
+    def forget(self, owner: str) -> None:
+        """`owner` stops cleanly: remove its heartbeat (its leases, if any, are released by the others)."""
+        raise NotImplementedError
+
+    def release_dead(self, now: float, silent_for: float) -> dict[str, int]:
+        """Make every job leased to an owner whose heartbeat is older than `silent_for` seconds (or that
+        has none) pending and due now, and forget those owners; return {owner: jobs released}. Their
+        in-flight calls may be repeated: delivery is at least once."""
         raise NotImplementedError
 
     def retry(self, job_id: int | None, now: float, deadline: float) -> int:

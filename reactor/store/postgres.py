@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import SchemaError, StoreError
 from ..logs import log
 from ..delivery import Accepted
-from .schema import SCHEMA_VERSION, delivery_row, job_rows, schema
+from .schema import SCHEMA_VERSION, delivery_row, job_rows, migrations
 from .sql import SQLStore
 
 CHANNEL = "reactor_jobs"
@@ -27,19 +27,20 @@ CHANNEL = "reactor_jobs"
 # new deliveries, their jobs, and what was stored.
 _ACCEPT_ALL = """
 WITH d AS (
-    INSERT INTO deliveries (dedup_key, event, event_ts, order_key, received_at, body, verdicts)
+    INSERT INTO deliveries (dedup_key, event, event_ts, order_key, instance, received_at, body, verdicts)
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(dedup_key text, event text, event_ts bigint, order_key text,
-                                                     received_at double precision, body text, verdicts text)
+                                                     instance text, received_at double precision, body text,
+                                                     verdicts text)
     ON CONFLICT (dedup_key) DO NOTHING
     RETURNING id, dedup_key
 ), j AS (
-    INSERT INTO jobs (delivery_id, seq, rule, kind, action, order_key, account, event_ts, status, due_at, deadline,
-                      updated_at)
-    SELECT d.id, x.seq, x.rule, x.kind, x.action, x.order_key, x.account, x.event_ts, 'pending', x.due_at,
+    INSERT INTO jobs (delivery_id, seq, rule, kind, action, order_key, account, instance, event_ts, status, due_at,
+                      deadline, updated_at)
+    SELECT d.id, x.seq, x.rule, x.kind, x.action, x.order_key, x.account, x.instance, x.event_ts, 'pending', x.due_at,
            x.deadline, x.due_at
     FROM jsonb_to_recordset(%s::jsonb) AS x(dedup_key text, seq integer, rule text, kind text, action text,
-                                             order_key text, account text, event_ts bigint, due_at double precision,
-                                             deadline double precision)
+                                             order_key text, account text, instance text, event_ts bigint,
+                                             due_at double precision, deadline double precision)
     JOIN d ON d.dedup_key = x.dedup_key
     RETURNING id, delivery_id, seq
 )
@@ -137,9 +138,10 @@ class PostgresStore(SQLStore):
             if version > SCHEMA_VERSION:
                 raise SchemaError(f"the database has schema version {version}, newer than this reactor "
                                   f"({SCHEMA_VERSION}): upgrade reactor")
-            if version < SCHEMA_VERSION:
-                conn.execute(schema("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"))
-                conn.execute("INSERT INTO reactor_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+            for step in migrations("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")[version:]:
+                conn.execute(step)
+                version += 1
+                conn.execute("INSERT INTO reactor_schema (version) VALUES (%s)", (version,))
 
     def check_schema(self) -> None:
         with self.reading() as conn:

@@ -7,13 +7,13 @@ import json
 from ..delivery import NewDelivery
 from ..plan import PlannedAction
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def delivery_row(delivery: NewDelivery) -> dict:
     """The deliveries row for a new delivery."""
     return {"dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
-            "order_key": delivery.order_key, "received_at": delivery.received_at,
+            "order_key": delivery.order_key, "instance": delivery.instance, "received_at": delivery.received_at,
             "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
 
 
@@ -21,12 +21,32 @@ def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: floa
     """The jobs rows for a new delivery's planned actions: pending, due at once, in plan order."""
     return [{"dedup_key": delivery.dedup_key, "seq": seq, "rule": action.rule, "kind": action.kind,
              "action": json.dumps(action.to_dict()), "order_key": action.order_key, "account": action.account,
-             "event_ts": delivery.event_ts_ms, "due_at": delivery.received_at, "deadline": deadline}
+             "instance": delivery.instance, "event_ts": delivery.event_ts_ms, "due_at": delivery.received_at,
+             "deadline": deadline}
             for seq, action in enumerate(actions)]
 
 
-def schema(ident: str, real: str, text_json: str = "TEXT") -> str:
-    """The DDL, with the dialect's auto-increment key, float and JSON text types."""
+def migrations(ident: str, real: str, text_json: str = "TEXT") -> list[str]:
+    """The DDL, step by step: migrations(...)[v] takes a database from schema version v to v + 1.
+    With the dialect's auto-increment key, float and JSON text types."""
+    return [_version_1(ident, real, text_json), _version_2(real)]
+
+
+def _version_2(real: str) -> str:
+    """The meeting instance (payload.object.uuid) of each delivery and job, so Zoom's confirmations
+    settle only their own instance's actions; one row per dispatching process, its heartbeat."""
+    return f"""
+ALTER TABLE deliveries ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS processes (
+    owner TEXT PRIMARY KEY,
+    started_at {real} NOT NULL,
+    seen_at {real} NOT NULL
+);
+"""
+
+
+def _version_1(ident: str, real: str, text_json: str) -> str:
     return f"""
 CREATE TABLE IF NOT EXISTS deliveries (
     id {ident},

@@ -35,6 +35,18 @@ _CLAIM = f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_until = 
              RETURNING *"""
 
 
+# The actions a confirmation settles (see SQLStore.confirm): of one instance and kind, not yet confirmed,
+# and either done or running, or pending/dead after a call that reached Zoom and was not refused outright.
+_SETTLED = """SELECT j.id, j.status, j.last_message FROM jobs j
+    WHERE j.order_key = ? AND j.instance = ? AND j.kind = ? AND j.confirmed_at IS NULL
+      AND (j.status IN ('done', 'running')
+           OR (j.status IN ('pending', 'dead')
+               AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.duration_ms IS NOT NULL)
+               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.http_status >= 300
+                               AND a.http_status < 500 AND a.http_status <> 429
+                               AND a.id = (SELECT max(b.id) FROM attempts b WHERE b.job_id = j.id))))"""
+
+
 class SQLStore(GroupCommit, Store):
     """Store semantics in SQL; subclasses are dialects."""
 
@@ -74,12 +86,24 @@ class SQLStore(GroupCommit, Store):
 
     # -- the contract
     def confirm(self, conn, delivery: NewDelivery) -> None:
-        """A live_streaming_started/stopped delivery marks the newest done action of its kind confirmed."""
-        if delivery.confirms and delivery.order_key:
-            self.run(conn,
-                "UPDATE jobs SET confirmed_at = ? WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
-                "AND status = 'done' AND confirmed_at IS NULL AND kind = ? ORDER BY event_ts DESC, id DESC LIMIT 1)",
-                (delivery.received_at, delivery.order_key, delivery.confirms))
+        """Zoom reports a live stream started (stopped) on a meeting instance: settle reactor's start
+        (stop) actions of that instance as confirmed. Done and running ones are marked (a running one
+        finishes as done, whatever its answer); pending and dead ones that reached Zoom are done, their
+        retries cancelled, unless Zoom refused them outright (a 300 or a 4xx other than 429: that stream
+        was started by someone else). Actions of other instances, or that never called Zoom, stay as
+        they are."""
+        if not (delivery.confirms and delivery.order_key and delivery.instance):
+            return
+        rows = self.run(conn, _SETTLED, (delivery.order_key, delivery.instance, delivery.confirms)).fetchall()
+        why = f"confirmed by Zoom ({delivery.event}): the stream is {'live' if 'started' in delivery.event else 'off'}"
+        for row in rows:
+            settle = row["status"] in ("pending", "dead")
+            if settle:
+                self.run(conn, "INSERT INTO attempts (job_id, at, outcome, message, sent) VALUES (?, ?, 'confirmed', ?, ?)",
+                         (row["id"], delivery.received_at, why + "; no further retries", "{}"))
+            self.run(conn, "UPDATE jobs SET confirmed_at = ?, status = ?, last_message = ?, updated_at = ? WHERE id = ?",
+                     (delivery.received_at, "done" if settle else row["status"],
+                      why if settle else row["last_message"], delivery.received_at, row["id"]))
 
     def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
         with self.transaction(durable=False) as conn:
@@ -112,7 +136,8 @@ class SQLStore(GroupCommit, Store):
                 (job.id, attempt.at, attempt.outcome, attempt.http_status, attempt.zoom_code, attempt.message,
                  attempt.next_at, attempt.duration_ms, json.dumps(attempt.sent)))
             cur = self.run(conn,
-                "UPDATE jobs SET status = ?, due_at = COALESCE(?, due_at), lease_owner = '', lease_until = 0, "
+                "UPDATE jobs SET status = CASE WHEN confirmed_at IS NULL THEN ? ELSE 'done' END, "
+                "due_at = COALESCE(?, due_at), lease_owner = '', lease_until = 0, "
                 "failures = failures + ?, last_message = ?, updated_at = ? "
                 "WHERE id = ? AND lease_owner = ? AND status = 'running'",
                 (status, due_at, int(failure), attempt.message, attempt.at, job.id, owner))
@@ -133,19 +158,33 @@ class SQLStore(GroupCommit, Store):
                 self.run(conn, "INSERT INTO pacing (account, slot) VALUES (?, ?)", (account, slot))
             return slot
 
-    def lease_owners(self) -> set[str]:
-        with self.reading() as conn:
-            rows = self.run(conn, "SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running'").fetchall()
-        return {row["lease_owner"] for row in rows}
-
-    def release(self, owner: str, now: float) -> int:
+    def extend(self, job: Job, owner: str, now: float, lease_seconds: float) -> bool:
         with self.transaction(durable=False) as conn:
-            count = self.run(conn,
-                "UPDATE jobs SET status = 'pending', due_at = ?, lease_owner = '', lease_until = 0, updated_at = ? "
-                "WHERE status = 'running' AND lease_owner = ?", (now, now, owner)).rowcount
-            if count:
+            return self.run(conn, "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running'",
+                            (now + lease_seconds, job.id, owner)).rowcount == 1
+
+    def heartbeat(self, owner: str, now: float) -> None:
+        with self.transaction(durable=False) as conn:
+            self.run(conn, "INSERT INTO processes (owner, started_at, seen_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at", (owner, now, now))
+
+    def forget(self, owner: str) -> None:
+        with self.transaction(durable=False) as conn:
+            self.run(conn, "DELETE FROM processes WHERE owner = ?", (owner,))
+
+    def release_dead(self, now: float, silent_for: float) -> dict[str, int]:
+        alive = "SELECT owner FROM processes WHERE seen_at >= ?"
+        with self.transaction(durable=False) as conn:
+            dead = {row["lease_owner"]: row["n"] for row in self.run(conn,
+                f"SELECT lease_owner, count(*) AS n FROM jobs WHERE status = 'running' AND lease_owner NOT IN ({alive}) "
+                "GROUP BY lease_owner", (now - silent_for,)).fetchall()}
+            if dead:
+                self.run(conn,
+                    "UPDATE jobs SET status = 'pending', due_at = ?, lease_owner = '', lease_until = 0, updated_at = ? "
+                    f"WHERE status = 'running' AND lease_owner NOT IN ({alive})", (now, now, now - silent_for))
                 self.announce(conn)
-            return count
+            self.run(conn, "DELETE FROM processes WHERE seen_at < ?", (now - silent_for,))
+            return dead
 
     def retry(self, job_id: int | None, now: float, deadline: float) -> int:
         sql = ("UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? "

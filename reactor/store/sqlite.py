@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..delivery import Accepted
 from ..errors import SchemaError, StoreError
-from .schema import SCHEMA_VERSION, delivery_row, job_rows, schema
+from .schema import SCHEMA_VERSION, delivery_row, job_rows, migrations
 from .sql import SQLStore
 
 BUSY_SECONDS = 2.0  # wait this long for the write lock, then fail: a 503 inside Zoom's 3 s beats a timeout
@@ -124,16 +124,22 @@ class SQLiteStore(SQLStore):
         return results
 
     def migrate(self) -> None:
+        """Upgrade step by step under the write lock, reading the version inside it: several processes
+        starting at once on one file migrate it once."""
         conn = self._conn()
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
-            if version > SCHEMA_VERSION:
-                raise SchemaError(f"{self.path} has schema version {version}, newer than this reactor "
-                                  f"({SCHEMA_VERSION}): upgrade reactor")
-            conn.executescript(schema("INTEGER PRIMARY KEY", "REAL"))
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            with self.transaction() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise SchemaError(f"{self.path} has schema version {version}, newer than this reactor "
+                                      f"({SCHEMA_VERSION}): upgrade reactor")
+                for step in migrations("INTEGER PRIMARY KEY", "REAL")[version:]:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot create the schema in {self.path}: {exc}") from None
 

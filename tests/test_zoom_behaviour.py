@@ -1,0 +1,179 @@
+"""Zoom as it really behaves (issue: retries, a 429 on start, expired leases, containers, duplicates):
+each scenario through a real gunicorn and the local Zoom stand-in, on SQLite and, where processes
+must agree, on PostgreSQL."""
+import json
+import time
+
+import pytest
+import requests
+
+from tests.conftest import TOWN_HALL_RULES, event, signed_headers
+from tests.zoom_standin import Reply
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_env(request):
+    if request.param == "sqlite":
+        return {}
+    from tests.backends import migrated_postgres_schema
+    return {"DATABASE_URL": migrated_postgres_schema()}
+
+
+def confirmation(meeting_id, uuid_, name="meeting.live_streaming_started"):
+    body = event(name, meeting_id=int(meeting_id), uuid_=uuid_)
+    body["payload"]["object"]["live_streaming"] = {"service": "Custom_Live_Streaming_Service",
+                                                   "date_time": "2026-11-26T17:00:10Z"}
+    return body
+
+
+def start_job(server):
+    [job] = [j for j in server.jobs() if j["action"]["kind"] == "livestream.start"]
+    return job
+
+
+def wait_for(predicate, timeout=20.0, every=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (value := predicate()):
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+# -- 1. Zoom's retries after an outage keep their first timestamp (unconfirmed): they are accepted
+
+
+def test_a_redelivery_signed_85_minutes_ago_is_accepted_once(make_server):
+    server = make_server()
+    body = event(topic="Town Hall")
+    raw = json.dumps(body).encode()
+    first_try = int(time.time()) - 85 * 60  # Zoom's third retry, if it keeps the first attempt's timestamp
+    late = requests.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw, timestamp=first_try),
+                         timeout=10)
+    assert late.status_code == 200 and late.json()["status"] == "accepted", late.text
+    replay = requests.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw, timestamp=first_try),
+                           timeout=10)
+    assert replay.json() == {**late.json(), "status": "duplicate", "actions": 0}, "a replay is a duplicate"
+    assert len(server.history()) == 1
+
+
+def test_a_signature_window_longer_than_the_history_stops_start_up(make_server):
+    server = make_server(env={"REACTOR_SIGNATURE_TOLERANCE": "90000", "REACTOR_HISTORY_DAYS": "1"}, start=False)
+    server.start(wait=False)
+    assert server.proc.wait(20) != 0
+    assert "REACTOR_SIGNATURE_TOLERANCE (90000 s) must be shorter than REACTOR_HISTORY_DAYS" in server.logs()
+
+
+# -- 2. a 429 on start does not leave a running stream recorded as dead or retried
+
+
+def test_a_429_start_that_zoom_confirms_is_done_and_not_retried(make_server, zoom, db_env):
+    zoom.script("/v2/meetings/9100/livestream/status", [Reply(429, {"message": "Too many requests"},
+                                                              headers={"Retry-After": "3"})])
+    server = make_server(zoom=zoom, env=db_env)
+    server.post(event(meeting_id="9100", uuid_="u-9100"))
+    zoom.wait_for(1)
+    wait_for(lambda: start_job(server)["status"] == "pending")
+    assert server.post(confirmation(9100, "u-9100")).status_code == 200
+    time.sleep(4.5)  # past the Retry-After: a retry would have been sent by now
+    assert len(zoom.api_calls()) == 1, "the confirmed start was retried"
+    job = start_job(server)
+    assert job["status"] == "done" and job["confirmed_at"] is not None
+    assert job["attempt_log"][-1]["outcome"] == "confirmed"
+
+
+def test_a_confirmation_while_the_call_is_in_flight_is_not_lost(make_server, zoom, db_env):
+    zoom.script("/v2/meetings/9200/livestream/status", [Reply(504, {"message": "gateway timeout"}, delay=2)])
+    server = make_server(zoom=zoom, env=db_env)
+    server.post(event(meeting_id="9200", uuid_="u-9200"))
+    zoom.wait_for(1)
+    assert server.post(confirmation(9200, "u-9200")).status_code == 200  # Zoom: started, while we still wait
+    job = wait_for(lambda: (j := start_job(server))["status"] != "running" and j)
+    time.sleep(1.5)  # a 5xx would be retried after ~1 s
+    assert job["status"] == "done" and job["confirmed_at"] is not None
+    assert len(zoom.api_calls()) == 1
+
+
+def test_another_instance_or_a_refused_start_is_never_confirmed(make_server, zoom):
+    zoom.script("/v2/meetings/9300/livestream/status", [Reply(404, {"code": 1001, "message": "User does not exist."})])
+    server = make_server(zoom=zoom, env={"REACTOR_ACTION_DEADLINE": "3"})
+    server.post(event(meeting_id="9300", uuid_="u-9300"))
+    server.post(event(meeting_id="9301", uuid_="u-9301-monday"))
+    server.wait_jobs(2)
+    server.post(confirmation(9300, "u-9300"))             # the host started it by hand after reactor was refused
+    server.post(confirmation(9301, "u-9301-tuesday"))     # the next occurrence of a recurring meeting
+    jobs = {j["action"]["path"].split("/")[2]: j for j in server.jobs()}
+    assert jobs["9300"]["status"] == "dead" and jobs["9300"]["confirmed_at"] is None
+    assert jobs["9301"]["status"] == "done" and jobs["9301"]["confirmed_at"] is None
+
+
+# -- 3. an expired lease is never acted on; tokens are fetched once at a time
+
+
+def test_a_stalled_token_endpoint_doubles_no_call(make_server, zoom, db_env):
+    """The token endpoint stalls 30 s (past the 20 s read timeout) three times, under a burst in two
+    processes: calls wait, are retried, and each meeting is started exactly once."""
+    zoom.script_token([Reply(200, {"access_token": "late", "expires_in": 3600}, delay=30)] * 3)
+    server = make_server(zoom=zoom, env={**db_env, "REACTOR_DISPATCH_THREADS": "8"})
+    ids = [str(9_400_000 + n) for n in range(16)]
+    for mid in ids:
+        assert server.post(event(meeting_id=mid, uuid_=f"u-{mid}")).status_code == 200
+    server.wait_jobs(len(ids), statuses=("done",), timeout=150)
+    time.sleep(2)
+    started = [c.path for c in zoom.api_calls()]
+    assert sorted(started) == sorted(f"/v2/meetings/{mid}/livestream/status" for mid in ids), "a call was doubled"
+
+
+# -- 4. dead processes are found by their heartbeat, not their pid: containers sharing a hostname
+
+
+def test_containers_sharing_a_hostname_keep_each_others_live_leases(make_server, zoom):
+    """Instance B runs in its own PID namespace (as a container would), with a 16 s call in flight (below
+    the 20 s read timeout). Instance A, on the same host name and database, must not take B's live lease."""
+    zoom.script("/v2/meetings/9500/livestream/status", [Reply(204, delay=16)])
+    b = make_server(zoom=zoom, sub="b", start=False)
+    b.env["DATABASE_URL"] = f"sqlite:///{b.tmp.parent / 'shared.db'}"
+    b.wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+                 'echo 30000 > /proc/sys/kernel/ns_last_pid; exec "$@"', "sh"]  # pids no process of A's has
+    b.start()
+    b.post(event(meeting_id="9500", uuid_="u-9500"))
+    zoom.wait_for(1)
+    a = make_server(zoom=zoom, sub="a", start=False)
+    a.env["DATABASE_URL"] = b.env["DATABASE_URL"]
+    a.start()
+    time.sleep(12)  # A's upkeep has looked at B's lease several times
+    assert len(zoom.api_calls()) == 1, "A took over the live lease of B's in-flight call"
+    b.wait_jobs(1, statuses=("done",), timeout=30)
+    assert len(zoom.api_calls()) == 1
+
+
+# -- 6. duplicates are found by what the event is, not by its bytes
+
+
+def participant(event_name="meeting.participant_joined", user_id="16778240", join_time="2026-11-26T17:01:00Z",
+                **extra):
+    body = event(event_name, meeting_id="9600", uuid_="u-9600")
+    body["payload"]["object"]["participant"] = {"user_id": user_id, "user_name": "Guest", "id": "pQ7",
+                                                "join_time": join_time, "email": "guest@example.org", **extra}
+    return body
+
+
+@pytest.mark.parametrize("first, again, duplicate", [
+    pytest.param(participant(), participant(registrant_id="r-1"), True, id="participant-redelivered-with-new-bytes"),
+    pytest.param(participant(), participant(join_time="2026-11-26T17:20:00Z"), False, id="participant-rejoins"),
+    pytest.param(participant(), participant(user_id="16778999"), False, id="another-participant"),
+    pytest.param(participant("meeting.participant_left", leave_time="2026-11-26T17:05:00Z"),
+                 participant("meeting.participant_left", leave_time="2026-11-26T17:05:00Z", registrant_id="x"),
+                 True, id="participant-left-redelivered"),
+    pytest.param(confirmation(9600, "u-9600"), {**confirmation(9600, "u-9600"), "event_ts": 1}, True,
+                 id="stream-started-redelivered-with-another-event_ts"),
+    pytest.param(event("recording.completed", meeting_id="9600", uuid_="u-9600", download_token="a"),
+                 event("recording.completed", meeting_id="9600", uuid_="u-9600", download_token="b"),
+                 True, id="recording-completed-with-a-new-download-token"),
+    pytest.param(event("meeting.started", uuid_="u-9601"), event("meeting.started", uuid_="u-9601", ts_ms=5), True,
+                 id="started-same-uuid-other-event_ts"),
+])
+def test_duplicates_are_found_by_what_the_event_is(make_server, first, again, duplicate):
+    server = make_server()
+    assert server.post(first).json()["status"] == "accepted"
+    assert server.post(again).json()["status"] == ("duplicate" if duplicate else "accepted")
