@@ -33,27 +33,39 @@ class ZoomClient:
         with self._lock:
             if self._token and self._clock() < self._expires - REFRESH_AHEAD:
                 return self._token
-            try:
-                response = self._session.post(
-                    self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
-                    auth=self._auth, timeout=TIMEOUT)
-            except requests.RequestException as exc:
-                raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
-            if response.status_code >= 500 or response.status_code == 429:
-                raise TokenError(f"the token endpoint answered {response.status_code}", True)
-            if response.status_code != 200:
-                raise TokenError(f"the token endpoint answered {response.status_code} "
-                                 f"({_describe(response)[1]}): check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and "
-                                 f"ZOOM_CLIENT_SECRET", False)
-            try:
-                data = response.json()
-                token, lifetime = data["access_token"], float(data.get("expires_in", 3600))
-                if not isinstance(token, str) or not token:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                raise TokenError("the token endpoint answered without an access_token", True) from None
+            token, lifetime, _ = self._fetch_token()
             self._token, self._expires = token, self._clock() + lifetime
             return token
+
+    def token_scopes(self) -> frozenset[str]:
+        """The scopes of a freshly issued token (what `doctor` checks): one token request, nothing else sent."""
+        _, _, scopes = self._fetch_token()
+        return scopes
+
+    def _fetch_token(self) -> tuple[str, float, frozenset[str]]:
+        """One token request: the token, its lifetime and the scopes Zoom granted (space-separated `scope`)."""
+        try:
+            response = self._session.post(
+                self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
+                auth=self._auth, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise TokenError(f"the token endpoint answered {response.status_code}", True)
+        if response.status_code != 200:
+            raise TokenError(f"the token endpoint answered {response.status_code} "
+                             f"({_describe(response)[1]}): check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and "
+                             f"ZOOM_CLIENT_SECRET", False)
+        try:
+            data = response.json()
+            token, lifetime = data["access_token"], float(data.get("expires_in", 3600))
+            if not isinstance(token, str) or not token:
+                raise ValueError
+            scope = data.get("scope") or ""
+            scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TokenError("the token endpoint answered without an access_token", True) from None
+        return token, lifetime, scopes
 
     def drop_token(self, token: str) -> None:
         with self._lock:
@@ -97,7 +109,7 @@ def _describe(response: requests.Response) -> tuple[int | None, str]:
     try:
         data = response.json()
         code = data.get("code") if isinstance(data, dict) else None
-        message = data.get("message") if isinstance(data, dict) else None
+        message = (data.get("message") or data.get("reason")) if isinstance(data, dict) else None  # OAuth: reason
         return (code if isinstance(code, int) else None), (str(message)[:300] if message else response.reason or "")
     except ValueError:
         text = response.text.strip().replace("\n", " ")[:200]
