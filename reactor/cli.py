@@ -296,6 +296,14 @@ def cmd_worker(args, settings: Settings) -> int:
     return run_worker()
 
 
+@command("doctor", "check a deployment end to end: settings, database, rules, Zoom scopes (exit 1 on any failure)",
+         arg("--url", help="also check the deployed reactor: https://YOUR-APP/webhooks/zoom"))
+def cmd_doctor(args, settings: Settings) -> int:
+    from .doctor import run_doctor  # the Zoom client and requests: loaded only by this command
+
+    return run_doctor(os.environ, args.url)
+
+
 @command("dev", "what `make run` runs: a local reactor on 127.0.0.1:$PORT")
 def cmd_dev(args, settings: Settings) -> int:
     """Start gunicorn as the Procfile does, with local defaults for what is not configured."""

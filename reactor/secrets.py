@@ -50,6 +50,11 @@ def resolve_secret(ref: str, env: Mapping[str, str], key: str) -> str:
     return _ENV_REF.sub(substitute, ref)
 
 
+def env_names(ref: str) -> list[str]:
+    """The environment variables a `${NAME}` reference reads (none for an `enc:` token)."""
+    return [] if ref.startswith(ENC_PREFIX) else _ENV_REF.findall(ref)
+
+
 def check_secret(ref: str, env: Mapping[str, str], key: str, resolve: bool = True) -> None:
     """Raise SecretError unless `ref` resolves now (or, without `resolve`, is well formed)."""
     if resolve:

@@ -9,12 +9,66 @@ from .errors import ConfigError
 
 DEFAULT_SQLITE_PATH = "var/reactor.db"
 
-_WHERE = {
-    "ZOOM_WEBHOOK_SECRET_TOKEN": "the Secret Token on your Zoom app's Features page (Event Subscriptions)",
-    "ZOOM_ACCOUNT_ID": "the Account ID on your Server-to-Server OAuth app's App Credentials page",
-    "ZOOM_CLIENT_ID": "the Client ID on your Server-to-Server OAuth app's App Credentials page",
-    "ZOOM_CLIENT_SECRET": "the Client Secret on your Server-to-Server OAuth app's App Credentials page",
-}
+CALLS = "unless REACTOR_DRY_RUN=1"      # required by the processes that call Zoom (web, worker)
+WEBHOOKS = "in web processes"            # required where webhooks are received (not a dedicated worker)
+_DRY_RUN_HINT = "or set REACTOR_DRY_RUN=1 to record actions without calling Zoom"
+_CREDENTIALS = "on your Server-to-Server OAuth app's App Credentials page"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable reactor reads. SETTINGS is the one list of them: Settings.from_env reads
+    through it, and the deploy files (app.json, render.yaml, fly.toml, compose.yaml) are tested against it."""
+
+    name: str
+    description: str
+    default: str = ""             # as text; "" means unset
+    required: str = ""            # "" optional, WEBHOOKS or CALLS: when it must be set
+    secret: bool = False          # never printed; a PaaS should store it as a secret
+    field: str | None = None      # the Settings attribute; None when gunicorn's config reads it
+    kind: str = "text"            # text | url | flag | int | float | choice | database_url
+    minimum: float = 0
+    choices: tuple = ()
+    hint: str = ""                # for a choice: what to use; for a required one: where the value comes from
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ZOOM_WEBHOOK_SECRET_TOKEN", "the Zoom app's Secret Token: verifies every webhook", required=WEBHOOKS,
+            secret=True, field="webhook_secret",
+            hint="the Secret Token on your Zoom app's Features page (Event Subscriptions)"),
+    Setting("REACTOR_DRY_RUN", "1: record and log actions, call nothing", "0", field="dry_run", kind="flag"),
+    Setting("ZOOM_ACCOUNT_ID", "Server-to-Server OAuth Account ID", required=CALLS, field="account_id",
+            hint=f"the Account ID {_CREDENTIALS}"),
+    Setting("ZOOM_CLIENT_ID", "Server-to-Server OAuth Client ID", required=CALLS, field="client_id",
+            hint=f"the Client ID {_CREDENTIALS}"),
+    Setting("ZOOM_CLIENT_SECRET", "Server-to-Server OAuth Client Secret", required=CALLS, secret=True,
+            field="client_secret", hint=f"the Client Secret {_CREDENTIALS}"),
+    Setting("REACTOR_DISPATCH", "inline: web processes also dispatch; off: only `python -m reactor worker` does",
+            "inline", field="dispatch", kind="choice", choices=("inline", "off"),
+            hint="use 'inline' (web processes dispatch) or 'off'"),
+    Setting("DATABASE_URL", "sqlite:///path or postgresql://... (postgres:// accepted)", f"sqlite:///{DEFAULT_SQLITE_PATH}",
+            secret=True, field="database_url", kind="database_url"),
+    Setting("REACTOR_SIGNATURE_TOLERANCE", "accepted age of a webhook's signature, seconds; covers Zoom's retries "
+            "(+85 min) and must be shorter than REACTOR_HISTORY_DAYS", "7200",
+            field="signature_tolerance", kind="int", minimum=1),
+    Setting("REACTOR_DISPATCH_THREADS", "dispatcher threads per process", "8", field="dispatch_threads", kind="int",
+            minimum=1),
+    Setting("REACTOR_ZOOM_RATE", "Zoom calls per second per Zoom account, all processes together", "30",
+            field="zoom_rate", kind="float", minimum=0.01),
+    Setting("REACTOR_ACTION_DEADLINE", "seconds after the event after which an action is given up", "1800",
+            field="action_deadline", kind="int", minimum=1),
+    Setting("REACTOR_HISTORY_DAYS", "history kept, days", "30", field="history_days", kind="int", minimum=1),
+    Setting("PORT", "where gunicorn listens (PaaS set it)", "8000", field="port", kind="int", minimum=1),
+    Setting("ZOOM_API_URL", "Zoom REST base URL", "https://api.zoom.us/v2", field="api_url", kind="url"),
+    Setting("ZOOM_OAUTH_URL", "Zoom token endpoint", "https://zoom.us/oauth/token", field="oauth_url"),
+    Setting("REACTOR_RULES", "rules folder or file", "rules", field="rules_path"),
+    Setting("REACTOR_SECRET_KEY", "Fernet key for enc: values in rules (`python -m reactor keygen`)", secret=True,
+            field="secret_key"),
+    Setting("WEB_CONCURRENCY", "gunicorn worker processes", "one per core, at least 2"),
+    Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "8"),
+    Setting("GUNICORN_LOGLEVEL", "gunicorn's own log level", "warning"),
+)
+SETTING = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -43,62 +97,77 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, webhooks: bool = True, zoom: bool = True,
                  **overrides) -> "Settings":
-        """Read every setting from `env` (default os.environ); raise one ConfigError naming every missing or
-        invalid setting at once (its `problems` lists them). A command asks for the part it needs:
+        """Read every setting of SETTINGS from `env` (default os.environ); raise one ConfigError naming every
+        missing or invalid setting at once (its `problems` lists them). A command asks for the part it needs:
         `webhooks=False` (a dedicated worker, the tools) does not need the webhook secret, `zoom=False`
         (the tools) not the Zoom credentials."""
         env = os.environ if env is None else env
         problems: list[str] = []
-
-        def read(parse, *args):
+        values: dict = {}
+        for setting in SETTINGS:
+            if setting.field is None:
+                continue
+            raw = env.get(setting.name, "").strip()
+            if raw == "" and setting.required and _needed(setting, webhooks, zoom, values.get("dry_run")):
+                problems.append(missing_text(setting))
             try:
-                return parse(*args)
+                values[setting.field] = parse(setting, raw)
             except ConfigError as exc:
                 problems.append(str(exc))
-                return None
-
-        secret = env.get("ZOOM_WEBHOOK_SECRET_TOKEN", "")
-        if not secret and webhooks:
-            problems.append(_missing_text("ZOOM_WEBHOOK_SECRET_TOKEN"))
-        dry_run = read(_flag, env, "REACTOR_DRY_RUN", False)
-        creds = {k: env.get(k, "") for k in ("ZOOM_ACCOUNT_ID", "ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET")}
-        if dry_run is False and zoom:
-            for name, value in creds.items():
-                if not value:
-                    problems.append(_missing_text(name, "or set REACTOR_DRY_RUN=1 to record actions without calling Zoom"))
-        dispatch = env.get("REACTOR_DISPATCH", "inline")
-        if dispatch not in ("inline", "off"):
-            problems.append(f"REACTOR_DISPATCH is {dispatch!r}: use 'inline' (web processes dispatch) or 'off'")
-        values = dict(
-            database_url=read(normalise_database_url, env.get("DATABASE_URL", "")),
-            signature_tolerance=read(_number, env, "REACTOR_SIGNATURE_TOLERANCE", 7200, int, 1),
-            dispatch_threads=read(_number, env, "REACTOR_DISPATCH_THREADS", 8, int, 1),
-            zoom_rate=read(_number, env, "REACTOR_ZOOM_RATE", 30.0, float, 0.01),
-            action_deadline=read(_number, env, "REACTOR_ACTION_DEADLINE", 1800, int, 1),
-            history_days=read(_number, env, "REACTOR_HISTORY_DAYS", 30, int, 1),
-            port=read(_number, env, "PORT", 8000, int, 1),
-        )
-        tolerance, kept = values["signature_tolerance"], values["history_days"]
+                values[setting.field] = None
+        tolerance, kept = values.get("signature_tolerance"), values.get("history_days")
         if tolerance is not None and kept is not None and tolerance >= kept * 86400:
             problems.append(f"REACTOR_SIGNATURE_TOLERANCE ({tolerance} s) must be shorter than REACTOR_HISTORY_DAYS "
                             f"({kept} days): a replayed delivery is refused as a duplicate only while the first "
                             f"is remembered")
         if problems:
             raise config_error(problems)
-        settings = cls(
-            webhook_secret=secret,
-            account_id=creds["ZOOM_ACCOUNT_ID"],
-            client_id=creds["ZOOM_CLIENT_ID"],
-            client_secret=creds["ZOOM_CLIENT_SECRET"],
-            api_url=env.get("ZOOM_API_URL", cls.api_url).rstrip("/"),
-            oauth_url=env.get("ZOOM_OAUTH_URL", cls.oauth_url),
-            rules_path=env.get("REACTOR_RULES", cls.rules_path),
-            dry_run=dry_run,
-            dispatch=dispatch,
-            secret_key=env.get("REACTOR_SECRET_KEY", ""),
-            **values,
-        )
+        settings = cls(**values)
         return replace(settings, **overrides) if overrides else settings
+
+
+def _needed(setting: Setting, webhooks: bool, zoom: bool, dry_run) -> bool:
+    if setting.required == WEBHOOKS:
+        return webhooks
+    return zoom and dry_run is False  # an invalid REACTOR_DRY_RUN is reported itself, not as missing credentials
+
+
+def parse(setting: Setting, raw: str):
+    """The value of `setting` from its raw text ("" gives the default); ConfigError says what to use."""
+    name, kind = setting.name, setting.kind
+    if kind == "database_url":
+        return normalise_database_url(raw)
+    if raw == "":
+        raw = setting.default
+        if kind in ("text", "url"):
+            return raw
+    if kind == "url":
+        return raw.rstrip("/")
+    if kind == "flag":
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ConfigError(f"{name} is {raw.lower()!r}: use 1 or 0")
+    if kind == "choice":
+        if raw not in setting.choices:
+            raise ConfigError(f"{name} is {raw!r}: {setting.hint}")
+        return raw
+    if kind in ("int", "float"):
+        try:
+            value = (int if kind == "int" else float)(raw)
+        except ValueError:
+            raise ConfigError(f"{name} is {raw!r}: it must be a number") from None
+        if value < setting.minimum:
+            raise ConfigError(f"{name} is {raw!r}: it must be at least {setting.minimum:g}")
+        return value
+    return raw
+
+
+def missing_text(setting: Setting) -> str:
+    """What to say when a required setting is not set: where its value comes from."""
+    message = f"{setting.name} is not set: copy it from {setting.hint}"
+    return f"{message}; {_DRY_RUN_HINT}" if setting.required == CALLS else message
 
 
 def config_error(problems: list[str]) -> ConfigError:
@@ -122,32 +191,3 @@ def normalise_database_url(url: str) -> str:
     raise ConfigError(
         f"DATABASE_URL must start with sqlite:///, postgresql:// or postgres:// (got {url.split(':', 1)[0]}:...)"
     )
-
-
-def _missing_text(name: str, hint: str = "") -> str:
-    message = f"{name} is not set: copy it from {_WHERE[name]}"
-    return f"{message}; {hint}" if hint else message
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes"):
-        return True
-    if raw in ("0", "false", "no"):
-        return False
-    raise ConfigError(f"{name} is {raw!r}: use 1 or 0")
-
-
-def _number(env: Mapping[str, str], name: str, default, kind, minimum):
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} is {raw!r}: it must be a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name} is {raw!r}: it must be at least {minimum}")
-    return value

@@ -51,7 +51,10 @@ class ZoomClient:
             self._fetch = fetch
         if leader:
             try:
-                fetch.token = self._fetch_token()
+                token, lifetime, _ = self._fetch_token()
+                with self._lock:
+                    self._token, self._expires = token, self._clock() + lifetime
+                fetch.token = token
             except TokenError as exc:
                 fetch.error = exc
             finally:
@@ -64,7 +67,13 @@ class ZoomClient:
             raise fetch.error
         return fetch.token
 
-    def _fetch_token(self) -> str:
+    def token_scopes(self) -> frozenset[str]:
+        """The scopes of a freshly issued token (what `doctor` checks): one token request, nothing else sent."""
+        _, _, scopes = self._fetch_token()
+        return scopes
+
+    def _fetch_token(self) -> tuple[str, float, frozenset[str]]:
+        """One token request: the token, its lifetime and the scopes Zoom granted (space-separated `scope`)."""
         try:
             response = self._session.post(
                 self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
@@ -82,11 +91,11 @@ class ZoomClient:
             token, lifetime = data["access_token"], float(data.get("expires_in", 3600))
             if not isinstance(token, str) or not token:
                 raise ValueError
-        except (ValueError, KeyError, TypeError):
+            scope = data.get("scope") or ""
+            scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise TokenError("the token endpoint answered without an access_token", True) from None
-        with self._lock:
-            self._token, self._expires = token, self._clock() + lifetime
-        return token
+        return token, lifetime, scopes
 
     def drop_token(self, token: str) -> None:
         with self._lock:
@@ -134,7 +143,7 @@ def _describe(response: requests.Response) -> tuple[int | None, str]:
     try:
         data = response.json()
         code = data.get("code") if isinstance(data, dict) else None
-        message = data.get("message") if isinstance(data, dict) else None
+        message = (data.get("message") or data.get("reason")) if isinstance(data, dict) else None  # OAuth: reason
         return (code if isinstance(code, int) else None), (str(message)[:300] if message else response.reason or "")
     except ValueError:
         text = response.text.strip().replace("\n", " ")[:200]

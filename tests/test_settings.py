@@ -10,7 +10,7 @@ BASE = {"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "REACTOR_DRY_RUN": "1"}
 def test_defaults():
     s = Settings.from_env(BASE)
     assert (s.api_url, s.oauth_url, s.rules_path, s.database_url, s.signature_tolerance, s.zoom_rate) == (
-        "https://api.zoom.us/v2", "https://zoom.us/oauth/token", "rules", "sqlite:///var/reactor.db", 300, 30.0)
+        "https://api.zoom.us/v2", "https://zoom.us/oauth/token", "rules", "sqlite:///var/reactor.db", 7200, 30.0)
     assert s.dry_run and s.dispatch == "inline" and s.action_deadline == 1800 and s.history_days == 30
 
 
@@ -67,3 +67,19 @@ def test_every_malformed_setting_is_named_at_once():
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"REACTOR_DRY_RUN": "maybe"})
     assert [p.split(" ")[0] for p in info.value.problems] == ["ZOOM_WEBHOOK_SECRET_TOKEN", "REACTOR_DRY_RUN"]
+
+
+def test_the_settings_table_and_the_settings_value_agree():
+    """reactor.settings.SETTINGS is the one list: every field is read through it, with the same default."""
+    import dataclasses
+
+    from reactor.settings import SETTINGS
+
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    assert sorted(s.field for s in SETTINGS if s.field) == sorted(fields)
+    s = Settings.from_env({"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "REACTOR_DRY_RUN": "1"})
+    assert {name: getattr(s, name) for name in fields if name not in ("webhook_secret", "dry_run")} == {
+        name: default for name, default in fields.items() if name not in ("webhook_secret", "dry_run")}
+    assert all(s.description for s in SETTINGS)
+    assert {s.name for s in SETTINGS if s.secret} >= {"ZOOM_WEBHOOK_SECRET_TOKEN", "ZOOM_CLIENT_SECRET",
+                                                       "REACTOR_SECRET_KEY", "DATABASE_URL"}

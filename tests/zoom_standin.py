@@ -41,6 +41,8 @@ class ZoomStandIn:
         self._issued = 0
         self.token_lifetime = 3600
         self.chaos = None  # a function(call) -> Reply | None, consulted for unscripted API calls
+        self.token_scope = "meeting:write:admin"  # the `scope` each issued token carries (space-separated)
+        self.credentials = None  # (client_id, client_secret): when set, a token request with others gets Zoom's 401
         self._lock = threading.Lock()
         standin = self
 
@@ -113,9 +115,11 @@ class ZoomStandIn:
                 self.token_calls.append(call)
                 if self._token_script:
                     return self._token_script.pop(0)
+                if self.credentials and call.headers.get("authorization") != _basic(*self.credentials):
+                    return Reply(401, {"reason": "Invalid client_id or client_secret", "error": "invalid_client"})
                 self._issued += 1
                 return Reply(200, {"access_token": f"standin-token-{self._issued}", "token_type": "bearer",
-                                   "expires_in": self.token_lifetime, "scope": "meeting:write:admin"})
+                                   "expires_in": self.token_lifetime, "scope": self.token_scope})
             self.calls.append(call)
             for prefix, replies in self._scripts.items():
                 if call.path.startswith(prefix) and replies:
@@ -146,3 +150,10 @@ class ZoomStandIn:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _basic(client_id: str, client_secret: str) -> str:
+    """The Authorization header of a token request with these credentials (HTTP Basic)."""
+    import base64
+
+    return "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()

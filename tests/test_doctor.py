@@ -1,0 +1,153 @@
+"""`python -m reactor doctor` as a user runs it: a real subprocess, the Zoom stand-in checking the
+credentials and issuing scopes, a real PostgreSQL schema, a real gunicorn for --url."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.backends import fresh_postgres_schema, migrate
+from tests.conftest import CLIENT_SECRET, ROOT, SECRET, STREAM_KEY
+
+RULES = """
+rules:
+  - name: Stream town halls
+    on: meeting.started
+    when:
+      topic: {glob: "Town Hall*"}
+    do:
+      - livestream.configure:
+          stream_url: rtmp://a.rtmp.youtube.com/live2
+          stream_key: ${YOUTUBE_STREAM_KEY}
+          page_url: https://youtube.com/@acme/live
+      - livestream.start: {display_name: "Live: {{ topic }}"}
+    examples:
+      - event: meeting.started
+        with: {topic: "Town Hall - November"}
+        expect: match
+  - name: Stream webinars
+    on: webinar.started
+    do: [livestream.start]
+"""
+EVERY_SCOPE = "meeting:write:admin webinar:write:admin"  # classic scopes cover status and configure
+
+
+def setup(tmp_path, zoom, **env) -> dict:
+    """A deployment's environment: rules, SQLite, Zoom pointing at the stand-in (which checks the credentials)."""
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    zoom.credentials = ("test-client-id", CLIENT_SECRET)
+    zoom.token_scope = EVERY_SCOPE
+    base = {"ZOOM_WEBHOOK_SECRET_TOKEN": SECRET, "ZOOM_ACCOUNT_ID": "test-account", "ZOOM_CLIENT_ID": "test-client-id",
+            "ZOOM_CLIENT_SECRET": CLIENT_SECRET, "ZOOM_API_URL": zoom.url + "/v2",
+            "ZOOM_OAUTH_URL": zoom.url + "/oauth/token", "REACTOR_RULES": str(tmp_path / "rules"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'reactor.db'}", "YOUTUBE_STREAM_KEY": STREAM_KEY}
+    base.update(env)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def doctor(env: dict, *args) -> tuple[int, str]:
+    """`python -m reactor doctor` with exactly this environment (nothing inherited but PATH and HOME)."""
+    result = subprocess.run([sys.executable, "-m", "reactor", "doctor", *args], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60, env={"PATH": os.environ.get("PATH", ""),
+                                                       "HOME": os.environ.get("HOME", "/tmp"), **env})
+    out = result.stdout + result.stderr
+    for secret in (SECRET, CLIENT_SECRET, STREAM_KEY, "wrong-client-secret-5d1c", "another-webhook-secret-9e2b"):
+        assert secret not in out, f"doctor printed a secret:\n{out}"
+    return result.returncode, out
+
+
+def line(out: str, name: str) -> str:
+    """The checklist line(s) of one check."""
+    found = [text for text in out.splitlines() if text.split(":")[0].split(None, 1)[-1] == name]
+    assert found, f"no {name!r} line in:\n{out}"
+    return "\n".join(found)
+
+
+def test_good_credentials_pass_and_only_a_token_is_requested(tmp_path, zoom):
+    code, out = doctor(setup(tmp_path, zoom))
+    assert code == 0, out
+    assert out.rstrip().endswith("all checks passed")
+    assert "FAILED" not in out
+    assert line(out, "Zoom scopes").startswith("ok       Zoom scopes: the token covers every action the rules can "
+                                               "take (configure on meetings, status on meetings, status on webinars)")
+    assert line(out, "rule secrets") == "ok       rule secrets: 1 secret reference(s), each resolves here"
+    assert line(out, "rule examples") == "ok       rule examples: 1 example(s) passing"
+    assert len(zoom.token_calls) == 1 and zoom.calls == []  # nothing sent to Zoom but the token request
+
+
+def test_wrong_client_secret_is_named_with_its_fix(tmp_path, zoom):
+    code, out = doctor(setup(tmp_path, zoom, ZOOM_CLIENT_SECRET="wrong-client-secret-5d1c"))
+    assert code == 1
+    assert line(out, "Zoom token") == (
+        "FAILED   Zoom token: Zoom refused the credentials: the token endpoint answered 401 (Invalid client_id or "
+        "client_secret); fix: copy ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET again from your "
+        "Server-to-Server OAuth app's App Credentials page, and check that the app is activated")
+    assert zoom.calls == []
+
+
+def test_a_token_lacking_a_scope_names_the_scope_and_the_rule(tmp_path, zoom):
+    env = setup(tmp_path, zoom)
+    zoom.token_scope = "meeting:update:livestream_status:admin meeting:update:livestream:admin"  # granular, no webinar
+    code, out = doctor(env)
+    assert code == 1
+    assert line(out, "Zoom scopes") == (
+        "FAILED   Zoom scopes: the token lacks webinar:update:livestream_status:admin (or classic "
+        "webinar:write:admin), needed for live stream start/stop on webinars by rule(s) 'Stream webinars'; "
+        "fix: add webinar:update:livestream_status:admin on your Zoom app's Scopes page, then activate the app again")
+    assert line(out, "Zoom token").startswith("ok")
+
+
+def test_a_database_without_the_schema_says_run_migrate(tmp_path, zoom):
+    url = fresh_postgres_schema()  # PostgreSQL, never migrated
+    env = setup(tmp_path, zoom, DATABASE_URL=url)
+    code, out = doctor(env)
+    assert code == 1
+    database = line(out, "database")
+    assert database.startswith("FAILED   database: the database has no reactor schema; this reactor needs version")
+    assert database.endswith("fix: run `python -m reactor migrate` (the Procfile's release: step runs it at each "
+                             "deploy)")
+    migrate(url)  # the fix it names works
+    code, out = doctor(env)
+    assert code == 0, out
+    assert line(out, "database") == "ok       database: PostgreSQL reachable, schema current"
+
+
+def test_an_unset_secret_reference_names_the_variable(tmp_path, zoom):
+    code, out = doctor(setup(tmp_path, zoom, YOUTUBE_STREAM_KEY=None))
+    assert code == 1
+    assert line(out, "rule secrets") == (
+        f'FAILED   rule secrets: rule "Stream town halls" ({tmp_path / "rules" / "rules.yaml"}:3): environment '
+        f"variable YOUTUBE_STREAM_KEY is not set; fix: set YOUTUBE_STREAM_KEY where reactor runs (heroku "
+        f"config:set, the Render dashboard, fly secrets set, .env for compose)")
+
+
+def test_url_round_trip_with_the_same_and_with_a_different_secret(tmp_path, zoom, make_server):
+    server = make_server(RULES, zoom=zoom, sub="deployed")
+    env = setup(tmp_path, zoom)
+    url = server.url + "/webhooks/zoom"
+
+    code, out = doctor(env, "--url", url)
+    assert code == 0, out
+    assert line(out, "endpoint").startswith("ok       endpoint: URL validation answered in ")
+    assert line(out, "endpoint").endswith(" ms with the same secret")
+    assert line(out, "readiness").startswith(f"ok       readiness: {server.url}/readyz ready (2 rule(s), version ")
+
+    code, out = doctor({**env, "ZOOM_WEBHOOK_SECRET_TOKEN": "another-webhook-secret-9e2b"}, "--url", url)
+    assert code == 1
+    endpoint = line(out, "endpoint")
+    assert endpoint == ("FAILED   endpoint: the deployed reactor holds a different webhook secret than this one (it "
+                        "rejected our signature); fix: set ZOOM_WEBHOOK_SECRET_TOKEN to the Secret Token of your Zoom "
+                        "app's Features page, the same value here and on the platform")
+    assert "401" not in endpoint
+    assert line(out, "readiness").startswith("ok")
+    assert server.history() == []  # a URL validation is answered, never stored
+
+
+def test_url_that_nothing_answers_is_reported_unreachable(tmp_path, zoom):
+    from tests.conftest import free_port
+
+    code, out = doctor(setup(tmp_path, zoom), "--url", f"http://127.0.0.1:{free_port()}/webhooks/zoom")
+    assert code == 1
+    assert line(out, "endpoint").startswith("FAILED   endpoint: cannot reach http://127.0.0.1:")
+    assert "fix: check the URL and that the web process is running" in line(out, "endpoint")
