@@ -223,7 +223,7 @@ def bench_ingest(tmp: Path) -> None:
     for n in range(rounds):
         for name in names[n % len(names):] + names[:n % len(names)]:
             sequence += [name, "ceiling"]
-    print(f"ingest (wrk, 32 connections, 2 threads, {len(sequence)} runs of {seconds} s: {rounds} rounds of "
+    print(f"ingest (wrk, 32 connections, 2 threads, {len(sequence)} runs of {seconds} s: {rounds} round{'s' if rounds > 1 else ''} of "
           f"{', '.join(names)} in rotated order, a bare Flask ceiling run between each two):", flush=True)
     bodies = wrk.deliveries(DISTINCT)
     big_rules = crowded_rules()
