@@ -66,6 +66,18 @@ def many_rules(count: int, globs: int = 100) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start(server: ReactorServer) -> ReactorServer:
+    """Start `server` and wait for it to be ready (10,000 rules take a while on a loaded machine); a server
+    that does not become ready is stopped before the error goes up, so no gunicorn is left behind."""
+    server.start(wait=False)
+    try:
+        server.wait_ready(timeout=120)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def worker_rss_mb(master_pid: int) -> list[float]:
     children = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
     out = []
@@ -223,7 +235,8 @@ def bench_ingest(tmp: Path) -> None:
     for n in range(rounds):
         for name in names[n % len(names):] + names[:n % len(names)]:
             sequence += [name, "ceiling"]
-    print(f"ingest (wrk, 32 connections, 2 threads, {len(sequence)} runs of {seconds} s: {rounds} round{'s' if rounds > 1 else ''} of "
+    plural = "s" if rounds > 1 else ""
+    print(f"ingest (wrk, 32 connections, 2 threads, {len(sequence)} runs of {seconds} s: {rounds} round{plural} of "
           f"{', '.join(names)} in rotated order, a bare Flask ceiling run between each two):", flush=True)
     bodies = wrk.deliveries(DISTINCT)
     big_rules = crowded_rules()
@@ -245,9 +258,9 @@ def bench_ingest(tmp: Path) -> None:
                 extra = {"DATABASE_URL": schema}
             server = ReactorServer(tmp / f"ingest-{k}", rules, {**env, **extra}, zoom, app=app)
             started = time.time()
-            server.start()
-            startup = time.time() - started
             try:
+                start(server)
+                startup = time.time() - started
                 script = wrk.write_script(tmp / "deliveries.lua", SECRET, bodies)  # signed now, for this run only
                 result = wrk.run(server.url, script, seconds)
                 rss = max(worker_rss_mb(server.proc.pid))
@@ -325,7 +338,7 @@ def bench_reaction(tmp: Path) -> None:
             schema = migrated_postgres_schema() if label == "PostgreSQL" else None
             if schema:
                 env["DATABASE_URL"] = schema
-            server = ReactorServer(tmp / f"react-{label}-{rate}", PLAIN, env, zoom).start()
+            server = start(ReactorServer(tmp / f"react-{label}-{rate}", PLAIN, env, zoom))  # stopped if not ready
             try:
                 sent, statuses = {}, Counter()
                 session = requests.Session()
@@ -405,7 +418,7 @@ def bench_burst(tmp: Path) -> None:
         return None
 
     zoom.chaos = zoom_limit
-    server = ReactorServer(tmp / "burst", PLAIN, {"REACTOR_ZOOM_RATE": str(rate), "WEB_CONCURRENCY": None}, zoom).start()
+    server = start(ReactorServer(tmp / "burst", PLAIN, {"REACTOR_ZOOM_RATE": str(rate), "WEB_CONCURRENCY": None}, zoom))
     try:
         idle = worker_rss_mb(server.proc.pid)
         ids = [str(60_000_000_000 + n) for n in range(total)]
@@ -437,10 +450,11 @@ def bench_burst(tmp: Path) -> None:
         counts = Counter(c.path for c in good)
         limited = sum(1 for c in zoom.api_calls() if c.status == 429)
         floor = total / rate
+        again = f" ({', '.join(f'{k}: {v}' for k, v in sorted(retried.items()))})" if retried else ""
         row(f"burst drain {total} at {rate}/s", f"{drained:.1f} s (floor {floor:.1f} s, {drained / floor:.2f}x; posted in "
             f"{posted:.1f} s), 429s {limited}, lost {total - len(counts)}, doubled "
             f"{sum(1 for v in counts.values() if v > 1)}, posts answered other than 200 and sent again "
-            f"{sum(retried.values())}{' (' + ', '.join(f'{k}: {v}' for k, v in sorted(retried.items())) + ')' if retried else ''}",
+            f"{sum(retried.values())}{again}",
             "<= 1.10x floor, 0 lost, 0 doubled")
         row("RSS per web worker, idle -> after burst", f"{max(idle):.0f} MB -> {max(worker_rss_mb(server.proc.pid)):.0f} MB",
             "<= 80 MB")
