@@ -5,7 +5,9 @@ Machines here are noisy: compare the ratios and medians, not single numbers acro
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -34,8 +37,21 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 
 
 def row(name: str, value: str, target: str = "") -> None:
+    """A row of the table. A value starting with REFUSED carries no figure, only why (see refusal())."""
     ROWS.append((name, value, target))
-    print(f"  {name}: {value}", flush=True)
+    if value.startswith("REFUSED"):
+        print(f"  ROW REFUSED, no figures printed: {name}: {value.removeprefix('REFUSED: ')}", flush=True)
+    else:
+        print(f"  {name}: {value}", flush=True)
+
+
+def nearest_rank(values: list[float], percent: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least `percent` % of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(percent / 100 * len(ordered))) - 1]
+
+
+P99_SAMPLES = 200  # fewer samples than this and a p99 is one of the two slowest: not reported
 
 
 def many_rules(count: int, globs: int = 100) -> str:
@@ -50,6 +66,18 @@ def many_rules(count: int, globs: int = 100) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start(server: ReactorServer) -> ReactorServer:
+    """Start `server` and wait for it to be ready (10,000 rules take a while on a loaded machine); a server
+    that does not become ready is stopped before the error goes up, so no gunicorn is left behind."""
+    server.start(wait=False)
+    try:
+        server.wait_ready(timeout=120)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def worker_rss_mb(master_pid: int) -> list[float]:
     children = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
     out = []
@@ -62,59 +90,201 @@ def worker_rss_mb(master_pid: int) -> list[float]:
 
 # -- 1. ingest against the bare Flask ceiling, and 10,000 rules against 1 ------------------------------
 
+INGEST = ("no commit", "1 rule", "10,000 rules", "PostgreSQL")  # the order rotates by one each round
+DISTINCT = 30_000  # deliveries per run, each signed just before its run
+
+
+def crowded_rules(count: int = 10_000, hosts: int = 250, globs: int = 100, shared: int = 20) -> str:
+    """`count` rules of which only the last (TOWN_HALL's) matches a bench delivery, laid out so that each
+    delivery lands in populated index buckets and meets candidates that must be evaluated: its host's rules
+    (host-0 .. host-49 of `hosts`, about count/2/hosts each), `shared` of the `globs` globs sharing the
+    literal prefix 'Town Hall' (the others start 'Series n'), and for one delivery in six its own meeting's
+    rule. Each candidate fails on a check the index does not make."""
+    keyed = count - 1 - globs
+    lines = ["rules:"]
+    for n in range(keyed):
+        when = (f"{{host_id: host-{(n // 2) % hosts}, duration: {{gt: 240}}}}" if n % 2 == 0
+                else f"{{id: {80_000_000_000 + 6 * (n // 2)}, topic: {{glob: 'Board*'}}}}")
+        lines += [f"  - name: keyed {n}", "    on: meeting.started", f"    when: {when}", "    do: [livestream.start]"]
+    for n in range(globs):
+        glob = f"Town Hall*Series {n}" if n < shared else f"Series {n} *"
+        lines += [f"  - name: glob {n}", "    on: meeting.started", f"    when: {{topic: {{glob: '{glob}'}}}}",
+                  "    do: [livestream.start]"]
+    return "\n".join(lines) + "\n" + TOWN_HALL.split("rules:\n", 1)[1]
+
+
+def candidate_counts(tmp: Path, rules: str, bodies: list[bytes]) -> tuple[list[int], int]:
+    """How many candidate rules the index hands over for each body (RuleSet.candidates), and how many rules
+    match in all over the first 300 bodies (evaluating is the slow part)."""
+    folder = tmp / f"candidates-{len(rules)}"
+    folder.mkdir(exist_ok=True)
+    (folder / "rules.yaml").write_text(rules)
+    ruleset = load_rules(folder)
+    events = [event_from_body(json.loads(body), body) for body in bodies]
+    return [len(ruleset.candidates(e)) for e in events], sum(len(ruleset.matching(e)) for e in events[:300])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run of one target, in the order the runs happened."""
+
+    name: str  # "ceiling" or one of INGEST
+    result: wrk.Result
+    startup: float = 0.0
+    rss: float = 0.0
+
+
+def refusal(runs: list[Run], stores: bool) -> str | None:
+    """Why these runs' figures must not be printed: any answer but a 2xx, any request never answered, or
+    (for a target that stores) more requests than distinct deliveries, whose repeats are cheap duplicates."""
+    bad: Counter = Counter()
+    for run in runs:
+        bad.update(run.result.not_ok)
+    if bad:
+        what = ", ".join(f"{status}: {count}" for status, count in sorted(bad.items()))
+        return (f"{sum(bad.values())} requests not answered with a 2xx over {len(runs)} runs ({what}); "
+                f"2xx/s would not be what was measured")
+    repeated = [run.result.answered for run in runs if stores and run.result.answered > DISTINCT]
+    if repeated:
+        return f"a run sent {max(repeated)} deliveries, more than the {DISTINCT} distinct ones: repeats are duplicates"
+    return None
+
+
+def _nearest_ceilings(runs: list[Run], at: int) -> float:
+    """The mean 2xx/s of the ceiling runs just before and just after run `at` (one of them at the ends)."""
+    before = next((r for r in reversed(runs[:at]) if r.name == "ceiling"), None)
+    after = next((r for r in runs[at + 1:] if r.name == "ceiling"), None)
+    near = [r.result.ok_per_second for r in (before, after) if r is not None]
+    return statistics.mean(near)
+
+
+def _spread(values: list[float]) -> str:
+    """'0.27x' for one value; '0.27x (0.25-0.29 over 4 rounds)', the median and range, for more."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f} over {len(values)} rounds)"
+
+
+def ingest_rows(runs: list[Run], candidates: list[int], postgres: str | None) -> list[tuple[str, str, str]]:
+    """The ingest rows, always the same rows in the same order; a row whose runs (or whose baseline's runs)
+    had any answer but a 2xx says so instead of its figures. `postgres`: None when it was not measured."""
+    by = {name: [r for r in runs if r.name == name] for name in ("ceiling", *INGEST)}
+    why = {name: refusal(rs, stores=name in ("1 rule", "10,000 rules", "PostgreSQL")) for name, rs in by.items()}
+
+    def med(name: str, key: str) -> float:
+        if key in ("startup", "rss"):
+            return statistics.median(getattr(r, key) for r in by[name])
+        if key == "rps":
+            return statistics.median(r.result.ok_per_second for r in by[name])
+        return statistics.median(getattr(r.result, key) for r in by[name])
+
+    def to_ceiling(name: str) -> list[float]:
+        return [r.result.ok_per_second / _nearest_ceilings(runs, k) for k, r in enumerate(runs) if r.name == name]
+
+    def same_round(name: str, base: str) -> list[float]:
+        return [a.result.ok_per_second / b.result.ok_per_second for a, b in zip(by[name], by[base])]
+
+    def latency(name: str) -> str:
+        return f"p50 {med(name, 'p50'):.1f} ms, p99 {med(name, 'p99'):.1f} ms"
+
+    def figures(name: str, depends: tuple, text) -> str:
+        for dep in (name, *depends):
+            if why[dep]:
+                return f"REFUSED: {why[dep]}" if dep == name else f"REFUSED: its baseline ({dep}) was refused"
+        return text()
+
+    rows = []
+    n_ceiling = len(by["ceiling"])
+    rows.append(("bare Flask 204 under the same gunicorn (ceiling)", figures("ceiling", (), lambda: (
+        f"{med('ceiling', 'rps'):,.0f} 2xx/s, {latency('ceiling')} (medians of {n_ceiling} runs, one before and "
+        f"after every other run)")), ""))
+    rows.append(("reactor's web path without its commit (baseline)", figures("no commit", ("ceiling",), lambda: (
+        f"{med('no commit', 'rps'):,.0f} 2xx/s = {_spread(to_ceiling('no commit'))} of the ceiling runs next to it, "
+        f"{latency('no commit')}")), ""))
+    rows.append(("reactor ingest, 1 matching rule, SQLite", figures("1 rule", ("ceiling", "no commit"), lambda: (
+        f"{med('1 rule', 'rps'):,.0f} 2xx/s = **{_spread(to_ceiling('1 rule'))}** of the ceiling runs next to it "
+        f"({statistics.median(same_round('1 rule', 'no commit')):.2f}x of the path without its commit, same rounds), "
+        f"{latency('1 rule')}, only 2xx")), ">= 0.8x, p99 <= 25 ms"))
+    low, high, middle = min(candidates), max(candidates), statistics.median(candidates)
+    rows.append(("reactor ingest, 10,000 rules, SQLite (same matching rule)", figures("10,000 rules", ("1 rule",), lambda: (
+        f"{med('10,000 rules', 'rps'):,.0f} 2xx/s = {_spread(same_round('10,000 rules', '1 rule'))} of 1 rule in the "
+        f"same rounds, {latency('10,000 rules')}, only 2xx; each delivery meets {low}-{high} candidate rules "
+        f"(median {middle:.0f}), 1 matches")), ">= 0.9x of 1 rule"))
+    rows.append(("start-up to ready, 10,000 rules", f"{med('10,000 rules', 'startup'):.2f} s (1 rule: "
+                 f"{med('1 rule', 'startup'):.2f} s)", "<= 5 s"))
+    rows.append(("RSS per web worker after ingest", figures("1 rule", ("10,000 rules",), lambda: (
+        f"{med('1 rule', 'rss'):.0f} MB (1 rule), {med('10,000 rules', 'rss'):.0f} MB (10,000 rules)")), "<= 80 MB"))
+    if postgres is None:
+        pg = "not measured: no PostgreSQL at 127.0.0.1:5432 and REACTOR_TEST_DATABASE_URL unset"
+    else:
+        pg = figures("PostgreSQL", ("ceiling",), lambda: (
+            f"{med('PostgreSQL', 'rps'):,.0f} 2xx/s = {_spread(to_ceiling('PostgreSQL'))} of the ceiling runs next to "
+            f"it, {latency('PostgreSQL')}, only 2xx"))
+    rows.append(("reactor ingest, 1 matching rule, PostgreSQL", pg, ""))
+    return rows
+
 
 def bench_ingest(tmp: Path) -> None:
-    """Bare Flask, reactor with 1 rule, with 10,000 rules and without its commit, in turns; medians of the rounds."""
-    rounds = 1 if QUICK else 3
-    seconds = 5 if QUICK else 8
-    print(f"ingest (wrk, 32 connections, 2 threads, {rounds} rounds of {seconds} s each, medians):", flush=True)
-    script = wrk.write_script(tmp / "deliveries.lua", SECRET, 30_000)
+    """Each target in turn with a ceiling run before and after each, the order rotated each round; every run
+    signs its deliveries afresh. Rows report 2xx per second, and refuse to print on anything else."""
+    rounds = 1 if QUICK else 4
+    seconds = 3 if QUICK else 8
+    postgres = postgres_url()
+    names = [name for name in INGEST if postgres or name != "PostgreSQL"]
+    sequence = ["ceiling"]
+    for n in range(rounds):
+        for name in names[n % len(names):] + names[:n % len(names)]:
+            sequence += [name, "ceiling"]
+    plural = "s" if rounds > 1 else ""
+    print(f"ingest (wrk, 32 connections, 2 threads, {len(sequence)} runs of {seconds} s: {rounds} round{plural} of "
+          f"{', '.join(names)} in rotated order, a bare Flask ceiling run between each two):", flush=True)
+    bodies = wrk.deliveries(DISTINCT)
+    big_rules = crowded_rules()
+    candidates, matched = candidate_counts(tmp, big_rules, bodies)
+    assert matched == 300, f"{matched} matches over 300 deliveries: exactly one rule must match each"
     env = {"WEB_CONCURRENCY": None}  # as the Procfile starts it: gunicorn_conf's default
-    zoom = ZoomStandIn()  # real credentials and calls, paced at the default 30/s, as in production
-    # the same matching rule, plus 9,999 that the index must rule out: the same actions either way
-    big_rules = many_rules(10_000 - 1) + TOWN_HALL.split("rules:\n", 1)[1]
     targets = {"ceiling": (None, "bench.bare_app:create_app()"), "1 rule": (TOWN_HALL, "reactor:create_app()"),
                "10,000 rules": (big_rules, "reactor:create_app()"),
-               "no commit": (TOWN_HALL, "bench.uncommitted_app:create_app()")}
-    runs: dict[str, list[dict]] = {name: [] for name in targets}
-    for n in range(rounds):
-        for name, (rules, app) in targets.items():
-            server = ReactorServer(tmp / f"ingest-{n}-{len(name)}", rules, env, zoom, app=app)
+               "no commit": (TOWN_HALL, "bench.uncommitted_app:create_app()"),
+               "PostgreSQL": (TOWN_HALL, "reactor:create_app()")}
+    zoom = ZoomStandIn()  # real credentials and calls, paced at the default 30/s, as in production
+    runs: list[Run] = []
+    try:
+        for k, name in enumerate(sequence):
+            rules, app = targets[name]
+            extra, schema = {}, None
+            if name == "PostgreSQL":
+                schema = migrated_postgres_schema()
+                extra = {"DATABASE_URL": schema}
+            server = ReactorServer(tmp / f"ingest-{k}", rules, {**env, **extra}, zoom, app=app)
             started = time.time()
-            server.start()
-            startup = time.time() - started
-            result = wrk.run(server.url, script, seconds)
-            result["startup"] = startup
-            result["rss"] = max(worker_rss_mb(server.proc.pid))
-            server.stop()
-            runs[name].append(result)
-    zoom.close()
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "startup", "rss")}
-           for name, rs in runs.items()}
-    non2xx = {name: sum(r["non2xx"] + r["socket_errors"] for r in rs) for name, rs in runs.items()}
-    ceiling, one, big, uncommitted = med["ceiling"], med["1 rule"], med["10,000 rules"], med["no commit"]
-    row("bare Flask 204 (ceiling)", f"{ceiling['rps']:.0f} req/s, p50 {ceiling['p50']:.1f} ms, p99 {ceiling['p99']:.1f} ms")
-    row("reactor's path without its commit (baseline)", f"{uncommitted['rps']:.0f} req/s = "
-        f"{uncommitted['rps'] / ceiling['rps']:.2f}x ceiling, p50 {uncommitted['p50']:.1f} ms, p99 {uncommitted['p99']:.1f} ms")
-    row("reactor ingest, 1 rule", f"{one['rps']:.0f} req/s = {one['rps'] / ceiling['rps']:.2f}x ceiling "
-        f"({one['rps'] / uncommitted['rps']:.2f}x without the commit), p50 {one['p50']:.1f} ms, p99 {one['p99']:.1f} ms, "
-        f"non-2xx {non2xx['1 rule']}", ">= 0.8x, p99 <= 25 ms, 0 non-2xx")
-    row("reactor ingest, 10,000 rules", f"{big['rps']:.0f} req/s = {big['rps'] / one['rps']:.2f}x of 1 rule, p99 "
-        f"{big['p99']:.1f} ms, non-2xx {non2xx['10,000 rules']}", ">= 0.9x of 1 rule")
-    row("start-up to ready, 10,000 rules", f"{big['startup']:.2f} s (1 rule: {one['startup']:.2f} s)", "<= 5 s")
-    row("RSS per web worker after ingest", f"{one['rss']:.0f} MB (1 rule), {big['rss']:.0f} MB (10,000 rules)",
-        "<= 80 MB")
-    if postgres_url():
-        url = migrated_postgres_schema()
-        zoom = ZoomStandIn()
-        server = ReactorServer(tmp / "ingest-pg", TOWN_HALL, {**env, "DATABASE_URL": url}, zoom).start()
-        try:
-            pg = wrk.run(server.url, script, seconds)
-        finally:
-            server.stop()
-            zoom.close()
-        row("reactor ingest, 1 rule, PostgreSQL", f"{pg['rps']:.0f} req/s = {pg['rps'] / ceiling['rps']:.2f}x ceiling, "
-            f"p50 {pg['p50']:.1f} ms, p99 {pg['p99']:.1f} ms, non-2xx {pg['non2xx']} (one round)")
+            try:
+                start(server)
+                startup = time.time() - started
+                script = wrk.write_script(tmp / "deliveries.lua", SECRET, bodies)  # signed now, for this run only
+                result = wrk.run(server.url, script, seconds)
+                rss = max(worker_rss_mb(server.proc.pid))
+            finally:
+                server.stop()
+                if schema:
+                    drop_schema(schema)
+            runs.append(Run(name, result, startup, rss))
+            bad = ", ".join(f"{s}: {c}" for s, c in result.not_ok.items()) or "only 2xx"
+            print(f"    run {k + 1}/{len(sequence)} {name}: {result.ok_per_second:,.0f} 2xx/s ({bad})", flush=True)
+    finally:
+        zoom.close()
+    for name, value, target in ingest_rows(runs, candidates, postgres):
+        row(name, value, target)
+
+
+def drop_schema(url: str) -> None:
+    """Drop the schema a migrated_postgres_schema() URL points at, so that bench runs leave nothing behind."""
+    import psycopg
+
+    name = re.search(r"search_path%3D(t_[0-9a-f]+)", url)
+    if name:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name.group(1)} CASCADE")
 
 
 def bench_cpu(tmp: Path) -> None:
@@ -139,20 +309,38 @@ def bench_cpu(tmp: Path) -> None:
 # -- 2. reaction: webhook to Zoom call -------------------------------------------------------------------
 
 
+def reaction_row(latencies: list[float], statuses: Counter, sent: int) -> str:
+    """p50 and a nearest-rank p99 of webhook -> Zoom call, refused unless every post got a 200 and every
+    webhook reached Zoom; no p99 under P99_SAMPLES samples."""
+    bad = {status: count for status, count in statuses.items() if status != 200}
+    if bad:
+        what = ", ".join(f"{status}: {count}" for status, count in sorted(bad.items()))
+        return f"REFUSED: {sum(bad.values())} of {sent} webhooks not answered 200 ({what})"
+    if len(latencies) < sent:
+        return f"REFUSED: only {len(latencies)} of {sent} webhooks reached Zoom"
+    p99 = (f"p99 {nearest_rank(latencies, 99):.1f} ms (nearest rank)" if len(latencies) >= P99_SAMPLES
+           else f"p99 not reported (under {P99_SAMPLES} samples)")
+    return f"p50 {statistics.median(latencies):.1f} ms, {p99}, {len(latencies)} events"
+
+
 def bench_reaction(tmp: Path) -> None:
-    print("reaction (post -> Zoom stand-in receives the PATCH):", flush=True)
-    backends = [("SQLite", None)]
-    if postgres_url():
-        backends.append(("PostgreSQL", "pg"))
-    for label, db in backends:
-        for rate, seconds in ((10, 5), (200, 3)):
+    print("reaction (post -> Zoom stand-in receives the PATCH), pacing off (REACTOR_ZOOM_RATE=1000):", flush=True)
+    postgres = postgres_url()
+    for label in ("SQLite", "PostgreSQL"):
+        for rate, seconds in ((10, 3 if QUICK else 20), (200, 1 if QUICK else 3)):
+            name = f"reaction (webhook -> Zoom call), {label}, {rate}/s, pacing off (REACTOR_ZOOM_RATE=1000)"
+            target = "p50 <= 10 ms, p99 <= 50 ms" if (label, rate) == ("SQLite", 10) else ""
+            if label == "PostgreSQL" and not postgres:
+                row(name, "not measured: no PostgreSQL at 127.0.0.1:5432 and REACTOR_TEST_DATABASE_URL unset", target)
+                continue
             zoom = ZoomStandIn()
             env = {"REACTOR_ZOOM_RATE": "1000"}
-            if db:
-                env["DATABASE_URL"] = migrated_postgres_schema()
-            server = ReactorServer(tmp / f"react-{label}-{rate}", PLAIN, env, zoom).start()
+            schema = migrated_postgres_schema() if label == "PostgreSQL" else None
+            if schema:
+                env["DATABASE_URL"] = schema
+            server = start(ReactorServer(tmp / f"react-{label}-{rate}", PLAIN, env, zoom))  # stopped if not ready
             try:
-                sent = {}
+                sent, statuses = {}, Counter()
                 session = requests.Session()
                 count = rate * seconds
                 t0 = time.time()
@@ -163,15 +351,18 @@ def bench_reaction(tmp: Path) -> None:
                     mid = str(70_000_000_000 + n)
                     raw = json.dumps(event(meeting_id=mid, topic="Plain")).encode()
                     sent[mid] = time.time()
-                    session.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw), timeout=10)
-                zoom.wait_for(count, timeout=60)
-                lat = sorted((c.at - sent[c.path.split("/")[3]]) * 1000 for c in zoom.api_calls())
-                p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
-                target = "p50 <= 10 ms, p99 <= 50 ms" if (label, rate) == ("SQLite", 10) else ""
-                row(f"reaction {label} at {rate}/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({count} events)", target)
+                    statuses[session.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw),
+                                          timeout=10).status_code] += 1
+                deadline = time.time() + 60
+                while len(zoom.api_calls()) < count and time.time() < deadline:
+                    time.sleep(0.05)
+                lat = [(c.at - sent[c.path.split("/")[3]]) * 1000 for c in zoom.api_calls()]
+                row(name, reaction_row(lat, statuses, count), target)
             finally:
                 server.stop()
                 zoom.close()
+                if schema:
+                    drop_schema(schema)
 
 
 # -- 3. the rule engine alone ---------------------------------------------------------------------------
@@ -192,6 +383,18 @@ def bench_rules(tmp: Path) -> None:
         matched = sum(len(rules.matching(e)) for e in events)
         rate = len(events) / (time.perf_counter() - started)
         row(f"engine, {count:,} rules", f"{rate:,.0f} events/s, load {load_s:.2f} s ({matched} matches)")
+    # the 10,000 rules of the ingest row, whose deliveries land in populated index buckets
+    path = tmp / "rules-crowded.yaml"
+    path.write_text(crowded_rules())
+    rules = load_rules(path)
+    bodies = wrk.deliveries(2_000)
+    events = [event_from_body(json.loads(b), b) for b in bodies]
+    candidates = sum(len(rules.candidates(e)) for e in events)
+    started = time.perf_counter()
+    matched = sum(len(rules.matching(e)) for e in events)
+    spent = time.perf_counter() - started
+    row("engine, the ingest row's 10,000 rules", f"{len(events) / spent:,.0f} events/s, {candidates / len(events):.1f} "
+        f"candidates per event evaluated, {spent / candidates * 1e6:.1f} µs each ({matched} matches)")
 
 
 # -- 4. burst drain and 5. memory -----------------------------------------------------------------------
@@ -203,6 +406,7 @@ def bench_burst(tmp: Path) -> None:
     zoom = ZoomStandIn()
     window: list[float] = []
     lock = threading.Lock()
+    retried: Counter = Counter()
 
     def zoom_limit(call):  # Zoom's limiter, as seen from outside: more than `rate` in the last second -> 429
         with lock:
@@ -214,7 +418,7 @@ def bench_burst(tmp: Path) -> None:
         return None
 
     zoom.chaos = zoom_limit
-    server = ReactorServer(tmp / "burst", PLAIN, {"REACTOR_ZOOM_RATE": str(rate), "WEB_CONCURRENCY": None}, zoom).start()
+    server = start(ReactorServer(tmp / "burst", PLAIN, {"REACTOR_ZOOM_RATE": str(rate), "WEB_CONCURRENCY": None}, zoom))
     try:
         idle = worker_rss_mb(server.proc.pid)
         ids = [str(60_000_000_000 + n) for n in range(total)]
@@ -227,9 +431,11 @@ def bench_burst(tmp: Path) -> None:
                 if due > time.time():
                     time.sleep(due - time.time())
                 raw = json.dumps(event(meeting_id=mid, topic="Plain")).encode()
-                while session.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw),
-                                   timeout=10).status_code != 200:
-                    time.sleep(0.1)
+                while (status := session.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw),
+                                              timeout=10).status_code) != 200:
+                    with lock:
+                        retried[status] += 1
+                    time.sleep(0.1)  # as Zoom would: again, signed again
 
         posters = [threading.Thread(target=post_all, args=(ids[k::4],)) for k in range(4)]
         [p.start() for p in posters]
@@ -244,9 +450,12 @@ def bench_burst(tmp: Path) -> None:
         counts = Counter(c.path for c in good)
         limited = sum(1 for c in zoom.api_calls() if c.status == 429)
         floor = total / rate
+        again = f" ({', '.join(f'{k}: {v}' for k, v in sorted(retried.items()))})" if retried else ""
         row(f"burst drain {total} at {rate}/s", f"{drained:.1f} s (floor {floor:.1f} s, {drained / floor:.2f}x; posted in "
             f"{posted:.1f} s), 429s {limited}, lost {total - len(counts)}, doubled "
-            f"{sum(1 for v in counts.values() if v > 1)}", "<= 1.10x floor, 0 lost, 0 doubled")
+            f"{sum(1 for v in counts.values() if v > 1)}, posts answered other than 200 and sent again "
+            f"{sum(retried.values())}{again}",
+            "<= 1.10x floor, 0 lost, 0 doubled")
         row("RSS per web worker, idle -> after burst", f"{max(idle):.0f} MB -> {max(worker_rss_mb(server.proc.pid)):.0f} MB",
             "<= 80 MB")
     finally:
@@ -266,6 +475,10 @@ def main() -> int:
     print("\n| measure | result | target |\n|---|---|---|")
     for name, value, target in ROWS:
         print(f"| {name:<{width}} | {value} | {target} |")
+    refused = [name for name, value, _ in ROWS if value.startswith("REFUSED")]
+    if refused:
+        print(f"\n{len(refused)} row(s) refused (answers other than 2xx; see above): {'; '.join(refused)}", file=sys.stderr)
+        return 1
     return 0
 
 
