@@ -166,7 +166,7 @@ def test_dev_writes_its_port_and_the_command_its_banner_prints_reaches_it(dev):
     assert "dry run: not sent" in shown
 
 
-def test_send_posts_to_url_then_port_then_the_dev_port(dev):
+def test_send_posts_to_url_else_port_else_the_dev_port_else_8000(dev):
     home, port = dev
     unused = free_port()
     wrong = reactor("send", "meeting.started", cwd=home, env=reactor_env(PORT=str(unused)))
@@ -174,6 +174,8 @@ def test_send_posts_to_url_then_port_then_the_dev_port(dev):
     right = reactor("send", "meeting.started", "--url", f"http://127.0.0.1:{port}/webhooks/zoom", cwd=home,
                     env=reactor_env(PORT=str(unused)))
     assert right.returncode == 0 and right.stdout.startswith("200 "), right.stdout + right.stderr
+    by_dev_port = reactor("send", "meeting.started", cwd=home)
+    assert by_dev_port.returncode == 0 and by_dev_port.stdout.startswith("200 "), by_dev_port.stderr
     secret = (home / "var" / "local-webhook-secret").read_text().strip()
     by_port = reactor("send", "meeting.started", cwd=home / "rules",  # no var/dev.port there: $PORT found it
                       env=reactor_env(PORT=str(port), ZOOM_WEBHOOK_SECRET_TOKEN=secret))
