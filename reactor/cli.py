@@ -1,7 +1,9 @@
-"""Edge: `python -m reactor COMMAND`. Run `python -m reactor --help` for the list.
+"""Edge: the `reactor` command (also `python -m reactor`). Run `reactor --help` for the list.
 
 Each command is registered once, with its arguments, by @command; settings come through Settings,
-each command asking only for the part it needs.
+each command asking only for the part it needs. One convention for all: the rules are `--rules PATH`
+(`check PATH` stays as a shorthand), an event is a built-in sample name or a JSON file, changed by
+`--topic`, `--meeting-id`, `--host-id` and `--at`; a wrong argument prints the command's own usage.
 """
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import argparse
 import json
 import os
 import secrets as pysecrets
+import shlex
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from typing import Callable
@@ -24,13 +28,15 @@ from .plan import plan
 from .redact import masked
 from .rules.examples import run_examples
 from .rules.load import load_rules
-from .samples import sample, set_field
+from .samples import sample, sample_names, set_field
 from .secrets import encrypt, keygen
 from .settings import Settings
 from .signature import sign
 from .store import STATUSES, open_store
 
 LOCAL_SECRET_FILE = Path("var/local-webhook-secret")
+DEV_PORT_FILE = Path("var/dev.port")  # written by `dev` (`make run`): where `send` finds the running reactor
+DEFAULT_PORT = 8000
 COMMANDS: dict[str, tuple[str, tuple, Callable]] = {}
 
 
@@ -49,14 +55,18 @@ def command(name: str, help: str, *arguments: tuple):
     return register
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reactor", description="Zoom webhooks in, live-stream actions out.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def main(argv: list[str] | None = None, prog: str = "reactor") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Zoom webhooks in, live-stream actions out.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {}
     for name, (help_text, arguments, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
         for flags, options in arguments:
             p.add_argument(*flags, **options)
-    args = parser.parse_args(argv)
+        p.set_defaults(usage_error=p.error)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would blame the top level; the command's own usage is what helps
+        parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         settings = Settings.from_env(webhooks=False, zoom=False)  # what a tool may need; each reads its part
     except ReactorError as exc:
@@ -65,31 +75,99 @@ def main(argv: list[str] | None = None) -> int:
     return COMMANDS[args.command][2](args, settings)
 
 
-# -- send ---------------------------------------------------------------------------------------
+def run(prog: str = "reactor") -> None:
+    """The `reactor` console script (and `python -m reactor`)."""
+    try:
+        sys.exit(main(prog=prog))
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
-@command("send", "post a correctly signed sample event to a running reactor",
-         arg("event", help="a built-in sample: meeting.started, meeting.ended, webinar.started, "
-                           "meeting.participant_joined, endpoint.url_validation, ..."),
-         arg("--topic"), arg("--meeting-id"), arg("--host-id"),
-         arg("--uuid", help="meeting instance uuid (default: a new one, so each send is a new meeting)"),
-         arg("--file", help="send this JSON file instead of a built-in sample"),
-         arg("--url", default=None, help="default: http://127.0.0.1:$PORT/webhooks/zoom"))
-def cmd_send(args, settings: Settings) -> int:
-    if args.file:
-        body = json.loads(Path(args.file).read_text(encoding="utf-8"))
+# -- events from the command line (send, explain) -----------------------------------------------
+
+
+def event_time(text: str) -> int:
+    """--at: an ISO 8601 time with its UTC offset, or epoch milliseconds; as Zoom's event_ts (ms)."""
+    if text.isdigit():
+        if int(text) < 10**11:
+            raise argparse.ArgumentTypeError(f"{text} looks like seconds: event_ts is in milliseconds "
+                                             f"({int(text) * 1000})")
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time: use ISO 8601 with an offset, e.g. "
+                                         "2026-11-30T10:30:00+01:00 or 2026-11-30T09:30:00Z, or epoch ms") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add one, e.g. {text}Z or {text}+01:00")
+    return int(when.timestamp() * 1000)
+
+
+EVENT_ARGUMENTS = (
+    arg("event", nargs="?", metavar="EVENT",
+        help="a built-in sample (" + ", ".join(sample_names()) + ") or an event JSON file"),
+    arg("--file", metavar="PATH", help="an event JSON file (the same as giving it as EVENT)"),
+    arg("--topic", help="set payload.object.topic"),
+    arg("--meeting-id", metavar="ID", help="set payload.object.id"),
+    arg("--host-id", metavar="ID", help="set payload.object.host_id"),
+    arg("--at", type=event_time, metavar="TIME",
+        help="the event's time (event_ts): ISO 8601 with offset, e.g. 2026-11-30T10:30:00+01:00, or epoch ms"),
+)
+
+
+def event_body(args) -> tuple[dict, bool]:
+    """The event a command's EVENT/--file and --topic/--meeting-id/--host-id/--at describe, and whether
+    it came from a file. A wrong argument ends the command with its usage."""
+    if args.event and args.file:
+        args.usage_error("give the event once: a sample name or a file as EVENT, or --file PATH")
+    name = args.file or args.event
+    if not name:
+        args.usage_error("name the event: a built-in sample (e.g. meeting.started) or --file PATH")
+    from_file = bool(args.file) or name.endswith(".json") or Path(name).is_file()
+    if from_file:
+        try:
+            body = json.loads(Path(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            args.usage_error(f"cannot read the event file {name}: {exc}")
+        if not isinstance(body, dict):
+            args.usage_error(f"{name} holds no event: a Zoom event is a JSON object with an \"event\" name")
     else:
         try:
-            body = sample(args.event)
+            body = sample(name)
         except KeyError as exc:
-            print(exc.args[0], file=sys.stderr)
-            return 2
-        body["event_ts"] = int(time.time() * 1000)
-        if args.event != "endpoint.url_validation":
-            set_field(body, "uuid", args.uuid or (uuid.uuid4().hex[:22] + "=="))
+            args.usage_error(exc.args[0] + " (or give an event JSON file)")
     for path, value in (("topic", args.topic), ("id", args.meeting_id), ("host_id", args.host_id)):
         if value is not None:
             set_field(body, path, value)
+    if args.at is not None:
+        body["event_ts"] = args.at
+    return body, from_file
+
+
+def _utc(ts_ms) -> str:
+    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool):
+        return "no event_ts"
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%a %Y-%m-%d %H:%M:%SZ")
+
+
+# -- send ---------------------------------------------------------------------------------------
+
+
+@command("send", "post a correctly signed event (a built-in sample or a file) to a running reactor",
+         *EVENT_ARGUMENTS,
+         arg("--keep-ts", action="store_true",
+             help="keep the event_ts of the file (or sample) as written (default: now, so its actions are not late)"),
+         arg("--uuid", help="meeting instance uuid (default for samples: a new one, so each send is a new meeting; "
+                            "a file keeps its own)"),
+         arg("--url", default=None, help="where reactor listens (default: http://127.0.0.1:PORT/webhooks/zoom, "
+                                         "PORT from $PORT, else var/dev.port written by `make run`, else 8000)"))
+def cmd_send(args, settings: Settings) -> int:
+    body, from_file = event_body(args)
+    if args.at is None and not args.keep_ts:
+        body["event_ts"] = int(time.time() * 1000)
+    if args.uuid or (not from_file and body.get("event") != "endpoint.url_validation"):
+        set_field(body, "uuid", args.uuid or (uuid.uuid4().hex[:22] + "=="))
     secret = settings.webhook_secret or _local_secret(create=False)
     if not secret:
         print("ZOOM_WEBHOOK_SECRET_TOKEN is not set (and no local reactor wrote one): set it to your app's "
@@ -97,7 +175,7 @@ def cmd_send(args, settings: Settings) -> int:
         return 2
     raw = json.dumps(body).encode("utf-8")
     timestamp = str(int(time.time()))
-    url = args.url or f"http://127.0.0.1:{settings.port}/webhooks/zoom"
+    url = args.url or f"http://127.0.0.1:{_send_port()}/webhooks/zoom"
     request = urllib.request.Request(url, data=raw, method="POST", headers={
         "content-type": "application/json; charset=utf-8", "x-zm-request-timestamp": timestamp,
         "x-zm-signature": sign(secret, timestamp, raw), "user-agent": "reactor-send"})
@@ -107,10 +185,22 @@ def cmd_send(args, settings: Settings) -> int:
     except urllib.error.HTTPError as exc:
         status, text = exc.code, exc.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as exc:
-        print(f"cannot reach {url}: {getattr(exc, 'reason', exc)} (is reactor running? `make run`)", file=sys.stderr)
+        print(f"cannot reach {url}: {getattr(exc, 'reason', exc)} (is reactor running? `make run`, or give --url)",
+              file=sys.stderr)
         return 1
     print(f"{status} {text.strip()}")
     return 0 if 200 <= status < 300 else 1
+
+
+def _send_port() -> str:
+    """Where `send` posts: $PORT, else the port `dev` wrote to var/dev.port, else 8000."""
+    if os.environ.get("PORT"):
+        return os.environ["PORT"]
+    try:
+        written = DEV_PORT_FILE.read_text().strip()
+    except OSError:
+        return str(DEFAULT_PORT)
+    return written if written.isdigit() else str(DEFAULT_PORT)
 
 
 def _without_password(url: str) -> str:
@@ -121,29 +211,41 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
+def _private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` (creating var/), readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
 def _local_secret(create: bool) -> str:
     """The webhook secret `make run` uses when none is configured, kept in var/ for `send`."""
     if LOCAL_SECRET_FILE.exists():
         return LOCAL_SECRET_FILE.read_text().strip()
     if not create:
         return ""
-    LOCAL_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
     value = pysecrets.token_urlsafe(24)
-    LOCAL_SECRET_FILE.write_text(value + "\n")
-    LOCAL_SECRET_FILE.chmod(0o600)
+    _private_file(LOCAL_SECRET_FILE, value + "\n")
     return value
 
 
 # -- rules tooling -----------------------------------------------------------------------------
 
+RULES_ARGUMENT = arg("--rules", metavar="PATH", help="a rules folder or file (default: $REACTOR_RULES, else ./rules)")
+
 
 @command("check", "validate rule files and run their examples (exit 1 on any problem)",
-         arg("path", nargs="?", default=None, help="a rules folder or file (default: $REACTOR_RULES or rules)"),
+         RULES_ARGUMENT,
+         arg("path", nargs="?", default=None, metavar="PATH", help="the same as --rules PATH (a shorthand)"),
          arg("--secrets", action="store_true",
              help="also require every ${NAME} to be set and every enc: value to decrypt here"),
          arg("--strict", action="store_true", help="warnings are problems too (exit 1)"))
 def cmd_check(args, settings: Settings) -> int:
-    path = args.path or settings.rules_path
+    if args.path and args.rules and args.path != args.rules:
+        args.usage_error(f"two rules paths ({args.path} and --rules {args.rules}): give one")
+    path = args.rules or args.path or settings.rules_path
     try:
         rules = load_rules(path, secret_key=settings.secret_key, resolve_secrets=args.secrets, strict=args.strict)
     except RulesError as exc:
@@ -162,16 +264,15 @@ def cmd_check(args, settings: Settings) -> int:
     return 1 if failures else 0
 
 
-@command("explain", "show, for every rule, whether it matches an event and why not",
-         arg("event", help="an event JSON file or a built-in sample name"),
-         arg("--rules", default=None, help="a rules folder or file (default: $REACTOR_RULES or rules)"))
+@command("explain", "show, for every rule, whether it matches an event and why not, and the calls it would make",
+         *EVENT_ARGUMENTS, RULES_ARGUMENT)
 def cmd_explain(args, settings: Settings) -> int:
+    body, _ = event_body(args)
+    raw = json.dumps(body).encode("utf-8")
     try:
-        raw = Path(args.event).read_bytes() if Path(args.event).is_file() else json.dumps(sample(args.event)).encode()
-        body = parse_body(raw)
-        event = event_from_body(body, raw)
-    except (KeyError, PayloadError) as exc:
-        print(f"cannot read the event {args.event}: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        event = event_from_body(parse_body(raw), raw)
+    except PayloadError as exc:
+        print(f"cannot read the event {args.file or args.event}: {exc}", file=sys.stderr)
         return 2
     try:
         rules = load_rules(args.rules or settings.rules_path, secret_key=settings.secret_key, resolve_secrets=False)
@@ -179,7 +280,8 @@ def cmd_explain(args, settings: Settings) -> int:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
     target = event.target
-    print(f"event {event.name} on {target.kind[:-1] + ' ' + target.id if target else 'no meeting id'}")
+    print(f"event {event.name} on {target.kind[:-1] + ' ' + target.id if target else 'no meeting id'} "
+          f"at {_utc(body.get('event_ts'))}")
     matched = []
     for verdict in rules.explain(event):
         if verdict.matched:
@@ -205,7 +307,7 @@ def cmd_keygen(args, settings: Settings) -> int:
 @command("encrypt", "print an enc: value for a rule file (reads the value from stdin)", arg("value", nargs="?"))
 def cmd_encrypt(args, settings: Settings) -> int:
     if not settings.secret_key:
-        print("REACTOR_SECRET_KEY is not set: make one with `python -m reactor keygen`", file=sys.stderr)
+        print("REACTOR_SECRET_KEY is not set: make one with `reactor keygen`", file=sys.stderr)
         return 2
     value = args.value if args.value is not None else sys.stdin.read().rstrip("\n")
     try:
@@ -238,7 +340,7 @@ def _since(text: str | None) -> float | None:
     return time.time() - int(text[:-1]) * units[text[-1]]
 
 
-@command("history", "what reactor received and did",
+@command("history", "what reactor received (#N: a delivery) and did (action N: an action, for `retry`)",
          arg("--meeting"), arg("--since", help="e.g. 30m, 1h, 2d"), arg("--status", choices=STATUSES),
          arg("--limit", type=int, default=50), arg("--json", action="store_true"))
 def cmd_history(args, settings: Settings) -> int:
@@ -250,7 +352,7 @@ def cmd_history(args, settings: Settings) -> int:
     if not rows:
         print("no deliveries recorded" + (" for that filter" if (args.meeting or args.since or args.status) else ""))
     for d in reversed(rows):
-        print(f"#{d['id']} {_when(d['received_at'])} {d['event']} {d['order_key'] or '(no meeting)'}")
+        print(f"#{d['id']} {_when(d['received_at'])} {d['event']} {d['order_key'] or '(no meeting)'}{_who(d['body'])}")
         for v in d["verdicts"]:
             print(f"    {'matched ' if v['matched'] else 'no match'} {v['rule']}{': ' + v['why'] if v['why'] else ''}")
         for j in d["jobs"]:
@@ -270,16 +372,45 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
-@command("retry", "re-queue dead actions", arg("id", nargs="?", type=int),
+def _who(body) -> str:
+    """ ' "Town Hall" host x1yC…' for a history line: the topic (quoted, cut to 60) and the host, when known."""
+    obj = body.get("payload", {}).get("object") if isinstance(body, dict) and isinstance(body.get("payload"), dict) else None
+    if not isinstance(obj, dict):
+        return ""
+    out = ""
+    topic = obj.get("topic")
+    if isinstance(topic, str):
+        out += " " + json.dumps(topic if len(topic) <= 60 else topic[:59] + "…", ensure_ascii=False)
+    host = obj.get("host_id") or obj.get("host_email")
+    if isinstance(host, (str, int)) and not isinstance(host, bool):
+        out += f" host {host}"
+    return out
+
+
+@command("retry", "re-queue a dead action (with the same rule's later actions it stopped) or every dead one",
+         arg("id", nargs="?", type=int, metavar="ACTION",
+             help="an action id: the N of `action N` in `history` (not a delivery's #N)"),
          arg("--dead", action="store_true", help="every dead action"))
 def cmd_retry(args, settings: Settings) -> int:
-    if args.id is None and not args.dead:
-        print("name an action id (from `history`) or use --dead", file=sys.stderr)
-        return 2
+    if (args.id is None) == (not args.dead):
+        args.usage_error("name one action id (the N of `action N` in `history`) or use --dead")
     now = time.time()
-    count = _store(settings).retry(None if args.dead else args.id, now, now + settings.action_deadline)
-    print(f"re-queued {count} dead action(s)")
-    return 0 if count else 1
+    store = _store(settings)
+    if args.dead:
+        count = store.retry(None, now, now + settings.action_deadline)
+        print(f"re-queued {count} dead action(s)")
+        return 0 if count else 1
+    status, requeued = store.retry_chain(args.id, now, now + settings.action_deadline)
+    if status is None:
+        print(f"no such action {args.id} (`history` shows actions as `action N`; #N is a delivery)", file=sys.stderr)
+        return 1
+    if not requeued:
+        print(f"action {args.id} is {status}, not dead: nothing re-queued", file=sys.stderr)
+        return 1
+    later = requeued[1:]
+    also = f", with the same rule's later action{'s' if len(later) > 1 else ''} {', '.join(map(str, later))}" if later else ""
+    print(f"re-queued {len(requeued)} action{'s' if len(requeued) > 1 else ''}: action {requeued[0]}{also}")
+    return 0
 
 
 @command("migrate", "create or upgrade the database schema")
@@ -314,18 +445,34 @@ def cmd_dev(args, settings: Settings) -> int:
         notes.append(f"webhook secret: a local one in {LOCAL_SECRET_FILE} (set ZOOM_WEBHOOK_SECRET_TOKEN for Zoom)")
     if not all((settings.account_id, settings.client_id, settings.client_secret)):
         env.setdefault("REACTOR_DRY_RUN", "1")
-        notes.append("no Zoom credentials: DRY RUN, actions are recorded, not sent")
-    env.setdefault("YOUTUBE_STREAM_KEY", "local-demo-stream-key")
+        notes.append("no Zoom credentials: DRY RUN, actions are recorded, not sent (an unset ${NAME} in the "
+                     "rules is shown as unset)")
     env.setdefault("WEB_CONCURRENCY", "2")
     env["PORT"] = str(settings.port)
+    _private_file(DEV_PORT_FILE, f"{settings.port}\n")
     print(f"reactor on http://127.0.0.1:{settings.port}  (rules: {settings.rules_path}, "
           f"database: {_without_password(settings.database_url)})")
     for note in notes:
         print(f"  - {note}")
-    print("try, in another terminal in this folder:")
-    print('  python3 -m reactor send meeting.started --topic "Town Hall"')
-    print("  .venv/bin/python -m reactor history")
+    tool = _this_tool()
+    print(f"try, in another terminal in this folder (`send` finds port {settings.port} in {DEV_PORT_FILE}):")
+    print(f'  {tool} send meeting.started --topic "Town Hall"')
+    print(f"  {tool} history")
     sys.stdout.flush()
     cmd = [sys.executable, "-m", "gunicorn", "-c", "python:reactor.gunicorn_conf", "--bind",
            f"127.0.0.1:{settings.port}", "reactor:create_app()"]
     os.execve(cmd[0], cmd, env)
+
+
+def _this_tool() -> str:
+    """How to call this reactor from another terminal: its `reactor` script if installed, else this
+    Python with -m (relative to the current folder when inside it, e.g. .venv/bin/python)."""
+    bin_dir = Path(sys.executable).parent
+    script = bin_dir / "reactor"
+    target, suffix = (script, "") if script.is_file() else (Path(sys.executable), " -m reactor")
+    try:
+        shown = str(target.absolute().relative_to(Path.cwd()))
+        shown = shown if "/" in shown else "./" + shown
+    except ValueError:
+        shown = str(target)
+    return shlex.quote(shown) + suffix

@@ -7,13 +7,17 @@ is the one piece of module-level state in reactor, and it is written at boot onl
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
+from dataclasses import replace
 
-from .errors import RulesError
+from .errors import RulesError, SecretError
 from .logs import log
 from .rules.load import load_rules, rule_files
 from .rules.match import RuleSet
+from .rules.model import Secret
+from .secrets import resolve_secret
 from .settings import Settings
 
 _validated: tuple[RuleSet, tuple] | None = None
@@ -27,11 +31,45 @@ def files_stamp(path: str) -> tuple:
         return ()
 
 
+def load_live(settings: Settings) -> RuleSet:
+    """The rules to serve with (raises RulesError). For real, every ${NAME} must be set and every enc:
+    value decrypt. In dry run, which sends nothing, they need not: such a value is shown as unset in the
+    planned calls (and so in the history), and a warning names it."""
+    rules = load_rules(settings.rules_path, secret_key=settings.secret_key, resolve_secrets=not settings.dry_run)
+    return _mark_unset_secrets(rules, settings.secret_key) if settings.dry_run else rules
+
+
+def _mark_unset_secrets(rules: RuleSet, secret_key: str) -> RuleSet:
+    """The rule set with each secret that does not resolve here replaced by the text
+    '<secret ${NAME} unset>' (or '<secret enc:... unavailable>'), with a warning for each."""
+    unset: dict[str, str] = {}
+
+    def mark(value):
+        if not isinstance(value, Secret):
+            return value
+        try:
+            resolve_secret(value.ref, os.environ, secret_key)
+            return value
+        except SecretError as exc:
+            shown = value.masked()[:-1] + (" unavailable>" if value.ref.startswith("enc:") else " unset>")
+            unset.setdefault(shown, str(exc))
+            return shown
+
+    changed = []
+    for rule in rules.rules:
+        actions = tuple(replace(a, args=tuple((name, mark(value)) for name, value in a.args)) for a in rule.actions)
+        changed.append(replace(rule, actions=actions) if actions != rule.actions else rule)
+    if not unset:
+        return rules
+    notes = tuple(f"dry run: {shown} in the planned calls ({why})" for shown, why in unset.items())
+    return RuleSet(rules=tuple(changed), warnings=tuple(rules.warnings) + notes, files=rules.files)
+
+
 def validate(settings: Settings) -> RuleSet:
     """In the gunicorn master: load the rules (raises RulesError) and keep them for the workers."""
     global _validated
     stamp = files_stamp(settings.rules_path)
-    _validated = (load_rules(settings.rules_path, secret_key=settings.secret_key), stamp)
+    _validated = (load_live(settings), stamp)
     return _validated[0]
 
 
@@ -58,7 +96,7 @@ class ActiveRules:
         self._lock = threading.Lock()
 
     def _load(self) -> RuleSet:
-        rules = load_rules(self.settings.rules_path, secret_key=self.settings.secret_key)
+        rules = load_live(self.settings)
         for warning in rules.warnings:
             log("rules warning", 30, warning=warning)
         return rules

@@ -135,7 +135,7 @@ def test_dev_server_and_send_work_without_any_set_up(tmp_path):
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         out = dev.communicate(timeout=30)[0].decode()
-    assert "DRY RUN" in out and "python3 -m reactor send meeting.started" in out
+    assert "DRY RUN" in out and f"{sys.executable} -m reactor send meeting.started" in out
 
 
 def _get(url):

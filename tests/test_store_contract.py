@@ -329,3 +329,28 @@ def test_failed_before_follows_one_rules_actions_of_one_delivery(store):
     store.finish(start, "a", Attempt(T0, "skipped"), "skipped")
     stop = store.claim("a", T0, 60)
     assert stop.action.rule == "other" and not store.failed_before(stop)
+
+
+def test_retry_chain_brings_back_the_rules_later_actions_and_says_why_not(store):
+    other_rule = PlannedAction(rule="other", kind="livestream.stop", method="PATCH", path="/meetings/1/livestream/status",
+                               body={"action": "stop"}, order_key="meetings/1", account="acc")
+    accepted = store.accept(delivery("k"), [action(kind="livestream.configure"), action(), other_rule], T0 + 1800)
+    configure_id, start_id, other_id = accepted.job_ids
+    configure = store.claim("a", T0, 60)
+    store.finish(configure, "a", Attempt(T0, "dead", 400, 300, "bad stream url"), "dead", failure=True)
+    start = store.claim("a", T0, 60)
+    store.finish(start, "a", Attempt(T0, "skipped"), "skipped")
+    stop = store.claim("a", T0, 60)
+    store.finish(stop, "a", Attempt(T0, "dead", 400, 300, "other rule"), "dead")
+
+    assert store.retry_chain(start_id, T0 + 10, T0 + 2000) == ("skipped", []), "only a dead action is retried"
+    assert store.retry_chain(999_999, T0 + 10, T0 + 2000) == (None, [])
+    assert store.retry_chain(configure_id, T0 + 10, T0 + 2000) == ("dead", [configure_id, start_id])
+    assert store.retry_chain(configure_id, T0 + 10, T0 + 2000) == ("pending", []), "not twice"
+    again = store.claim("a", T0 + 10, 60)
+    assert again.id == configure_id and again.deadline == T0 + 2000 and again.failures == 0
+    store.finish(again, "a", Attempt(T0 + 10, "done", 204), "done")
+    start_again = store.claim("a", T0 + 10, 60)
+    assert start_again.id == start_id and not store.failed_before(start_again)
+    statuses = {j["id"]: j["status"] for d in store.history() for j in d["jobs"]}
+    assert statuses[other_id] == "dead", "another rule's dead action stays dead"

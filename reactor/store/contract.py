@@ -102,6 +102,15 @@ class Store:
         and no failures counted; return how many."""
         raise NotImplementedError
 
+    def retry_chain(self, job_id: int, now: float, deadline: float) -> tuple[str | None, list[int]]:
+        """Re-queue dead job `job_id` together with the later jobs of the same rule and delivery that are
+        dead or skipped (a start skipped after its configure failed comes back with it), all pending
+        now with a new deadline and no failures counted, in ONE transaction.
+
+        Return (the job's status before the call, or None when there is no such job; the ids re-queued,
+        `job_id` first, then in plan order). A job that is not dead is left as it is: ("done", [])."""
+        raise NotImplementedError
+
     def prune(self, before: float) -> int:
         """Delete deliveries received before `before` whose jobs are all finished; return how many."""
         raise NotImplementedError

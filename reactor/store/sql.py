@@ -198,6 +198,20 @@ class SQLStore(GroupCommit, Store):
                 self.announce(conn)
             return count
 
+    def retry_chain(self, job_id: int, now: float, deadline: float) -> tuple[str | None, list[int]]:
+        requeue = "UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? WHERE "
+        with self.transaction() as conn:
+            head = self.run(conn, requeue + "id = ? AND status = 'dead' RETURNING delivery_id, rule, seq",
+                            (now, deadline, now, job_id)).fetchone()
+            if head is None:
+                row = self.run(conn, "SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                return (row["status"] if row else None), []
+            later = self.run(conn, requeue + "delivery_id = ? AND rule = ? AND seq > ? AND status IN ('dead', 'skipped') "
+                             "RETURNING id, seq", (now, deadline, now, head["delivery_id"], head["rule"], head["seq"]))
+            ids = [job_id] + [r["id"] for r in sorted(later.fetchall(), key=lambda r: r["seq"])]
+            self.announce(conn)
+            return "dead", ids
+
     def prune(self, before: float) -> int:
         with self.transaction() as conn:
             return self.run(conn,
