@@ -26,6 +26,7 @@ from .errors import PayloadError, ReactorError, RulesError, SecretError
 from .events import event_from_body, parse_body
 from .plan import plan
 from .redact import masked
+from .retry_policy import operator_retry_refusal
 from .rules.examples import run_examples
 from .rules.load import load_rules
 from .samples import sample, sample_names, set_field
@@ -387,30 +388,52 @@ def _who(body) -> str:
     return out
 
 
-@command("retry", "re-queue a dead action (with the same rule's later actions it stopped) or every dead one",
+@command("retry", "re-queue a dead action (with the same rule's later actions it stopped) or every dead one; "
+                  "what would be sent is shown first",
          arg("id", nargs="?", type=int, metavar="ACTION",
              help="an action id: the N of `action N` in `history` (not a delivery's #N)"),
-         arg("--dead", action="store_true", help="every dead action"))
+         arg("--dead", action="store_true", help="every dead action (shows them; add --yes to re-queue)"),
+         arg("--yes", action="store_true", help="with --dead: re-queue what is shown"),
+         arg("--force", action="store_true",
+             help="also actions whose meeting instance has ended or whose deadline has passed"))
 def cmd_retry(args, settings: Settings) -> int:
     if (args.id is None) == (not args.dead):
         args.usage_error("name one action id (the N of `action N` in `history`) or use --dead")
     now = time.time()
     store = _store(settings)
-    if args.dead:
-        count = store.retry(None, now, now + settings.action_deadline)
-        print(f"re-queued {count} dead action(s)")
-        return 0 if count else 1
-    status, requeued = store.retry_chain(args.id, now, now + settings.action_deadline)
-    if status is None:
+    jobs = store.dead_jobs(None if args.dead else args.id)
+    if not args.dead and not jobs:
         print(f"no such action {args.id} (`history` shows actions as `action N`; #N is a delivery)", file=sys.stderr)
         return 1
-    if not requeued:
-        print(f"action {args.id} is {status}, not dead: nothing re-queued", file=sys.stderr)
+    if not args.dead and jobs[0]["status"] != "dead":
+        print(f"action {args.id} is {jobs[0]['status']}, not dead: nothing re-queued", file=sys.stderr)
         return 1
-    later = requeued[1:]
-    also = f", with the same rule's later action{'s' if len(later) > 1 else ''} {', '.join(map(str, later))}" if later else ""
-    print(f"re-queued {len(requeued)} action{'s' if len(requeued) > 1 else ''}: action {requeued[0]}{also}")
-    return 0
+    allowed = []
+    for job in jobs:
+        action = job["action"]
+        refusal = operator_retry_refusal(job["instance_ended"], job["deadline"], now)
+        print(f"action {job['id']} {action['kind']}: {action['method']} {action['path']} {json.dumps(masked(action['body']))}")
+        if refusal and not args.force:
+            print(f"    refused: {refusal}; --force sends it anyway")
+        else:
+            allowed.append(job["id"])
+    if not args.dead:
+        if not allowed:
+            return 1
+        status, requeued = store.retry_chain(args.id, now, now + settings.action_deadline)
+        if not requeued:
+            print(f"action {args.id} is {status}, not dead: nothing re-queued", file=sys.stderr)
+            return 1
+        later = requeued[1:]
+        also = f", with the same rule's later action{'s' if len(later) > 1 else ''} {', '.join(map(str, later))}" if later else ""
+        print(f"re-queued {len(requeued)} action{'s' if len(requeued) > 1 else ''}: action {requeued[0]}{also}")
+        return 0
+    if not args.yes:
+        print(f"{len(allowed)} of {len(jobs)} dead action(s) would be re-queued: run again with --yes to re-queue them")
+        return 0 if allowed else 1
+    count = store.retry(allowed, now, now + settings.action_deadline)
+    print(f"re-queued {count} dead action(s)")
+    return 0 if count else 1
 
 
 @command("migrate", "create or upgrade the database schema")

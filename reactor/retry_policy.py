@@ -20,7 +20,7 @@ BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
 SCOPE_HINT = ("the app lacks a scope: add meeting:update:livestream_status:admin and "
               "meeting:update:livestream:admin (webinar:update:... for webinars), or meeting:write:admin")
 LATE = ("the event is older than REACTOR_ACTION_DEADLINE; a late event does not start or stop a stream "
-        "blindly (python -m reactor retry ID sends it anyway)")
+        "blindly (python -m reactor retry ACTION --force sends it anyway)")
 SUPERSEDED = "a later event's action on this meeting already ran; this earlier one would undo it"
 AFTER_FAILURE = "an earlier action of this rule for this event failed; this one would act on its failure"
 
@@ -105,3 +105,23 @@ def _retry(job: Job, started: float, took_ms: float, answered_at: float, sent: d
         return Decision(Attempt(started, "dead", status, code, f"{message}; gave up at the deadline",
                                 duration_ms=took_ms, sent=sent), "dead")
     return Decision(Attempt(started, "retry", status, code, message, due, took_ms, sent), "pending", due, failure=True)
+
+
+def operator_retry_refusal(instance_ended: bool, deadline: float, now: float) -> str | None:
+    """Why an operator's retry of a dead action could act on the wrong meeting (then it needs --force),
+    or None. A meeting id outlives its instances: a recurring meeting or a personal meeting ID runs again
+    under the same id, so an old start would start whatever instance is live now."""
+    if instance_ended:
+        return ("its meeting instance has ended (Zoom sent meeting.ended): a retry would act on whatever "
+                "instance of this meeting id is live now")
+    if now > deadline:
+        return (f"it is {_age(now - deadline)} past its deadline (REACTOR_ACTION_DEADLINE after its event): "
+                f"the meeting it was for may be over, and a retry would act on whatever instance is live now")
+    return None
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"

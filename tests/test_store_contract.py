@@ -231,7 +231,7 @@ def test_retry_requeues_dead_jobs(store):
     job = store.claim("a", T0, 60)
     store.finish(job, "a", Attempt(T0, "dead", 404, 1001, "User does not exist"), "dead")
     assert store.retry(None, T0 + 10, T0 + 2000) == 1
-    assert store.retry(job.id, T0 + 10, T0 + 2000) == 0
+    assert store.retry([job.id], T0 + 10, T0 + 2000) == 0
     again = store.claim("a", T0 + 10, 60)
     assert again.id == job.id and again.deadline == T0 + 2000 and again.failures == 0
 

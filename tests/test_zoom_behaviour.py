@@ -177,3 +177,35 @@ def test_duplicates_are_found_by_what_the_event_is(make_server, first, again, du
     server = make_server()
     assert server.post(first).json()["status"] == "accepted"
     assert server.post(again).json()["status"] == ("duplicate" if duplicate else "accepted")
+
+
+# -- 7. operator retries cannot start the wrong meeting
+
+
+def test_an_operator_retry_shows_what_it_sends_and_refuses_ended_or_late_actions(make_server, zoom):
+    from tests.conftest import run_cli
+
+    zoom.script("/v2/meetings/", [Reply(404, {"code": 1001, "message": "User does not exist."})] * 2)
+    server = make_server(zoom=zoom, env={"REACTOR_ACTION_DEADLINE": "4"})
+    server.post(event(meeting_id="9700", uuid_="u-9700-monday"))
+    server.post(event(meeting_id="9701", uuid_="u-9701"))
+    server.wait_jobs(2)
+    server.post(event("meeting.ended", meeting_id="9700", uuid_="u-9700-monday", topic="Renamed"))  # no stop rule
+    ended, late = sorted((j for j in server.jobs() if j["status"] == "dead"), key=lambda j: j["action"]["path"])
+    env = {"DATABASE_URL": f"sqlite:///{server.db}"}
+
+    refused = run_cli("retry", str(ended["id"]), env=env)
+    assert refused.returncode == 1 and "refused: its meeting instance has ended" in refused.stdout
+    assert f"PATCH /meetings/9700/livestream/status" in refused.stdout, "it shows what it would send"
+    time.sleep(4.5)  # now 9701's deadline has passed too
+    listing = run_cli("retry", "--dead", env=env)
+    assert listing.returncode == 1 and "0 of 2 dead action(s) would be re-queued" in listing.stdout
+    assert "past its deadline" in listing.stdout
+    time.sleep(1)
+    assert len(zoom.api_calls()) == 2, "refusing or listing sent nothing"
+
+    forced = run_cli("retry", "--dead", "--yes", "--force", env=env)
+    assert forced.returncode == 0 and "re-queued 2 dead action(s)" in forced.stdout
+    zoom.wait_for(4)
+    assert sorted(c.path for c in zoom.api_calls()[2:]) == ["/v2/meetings/9700/livestream/status",
+                                                          "/v2/meetings/9701/livestream/status"]

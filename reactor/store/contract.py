@@ -97,9 +97,16 @@ class Store:
         in-flight calls may be repeated: delivery is at least once."""
         raise NotImplementedError
 
-    def retry(self, job_id: int | None, now: float, deadline: float) -> int:
-        """Re-queue one dead job (or, with None, every dead job) as pending now, with a new deadline
-        and no failures counted; return how many."""
+    def retry(self, job_ids: list[int] | None, now: float, deadline: float) -> int:
+        """Re-queue these dead jobs (or, with None, every dead job) as pending now, with a new deadline
+        and no failures counted; return how many (jobs no longer dead are left as they are)."""
+        raise NotImplementedError
+
+    def dead_jobs(self, job_id: int | None = None) -> list[dict]:
+        """Every dead job (or the one job `job_id`, whatever its status), oldest first, as a plain dict
+        with what an operator must see before retrying it: id, status, kind, action (the planned call,
+        secrets as references), deadline (its original one), instance, and `instance_ended`: whether
+        a meeting.ended / webinar.ended of its meeting instance has been received."""
         raise NotImplementedError
 
     def retry_chain(self, job_id: int, now: float, deadline: float) -> tuple[str | None, list[int]]:

@@ -186,17 +186,29 @@ class SQLStore(GroupCommit, Store):
             self.run(conn, "DELETE FROM processes WHERE seen_at < ?", (now - silent_for,))
             return dead
 
-    def retry(self, job_id: int | None, now: float, deadline: float) -> int:
+    def retry(self, job_ids: list[int] | None, now: float, deadline: float) -> int:
         sql = ("UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? "
                "WHERE status = 'dead'")
         with self.transaction() as conn:
-            if job_id is None:
+            if job_ids is None:
                 count = self.run(conn, sql, (now, deadline, now)).rowcount
             else:
-                count = self.run(conn, sql + " AND id = ?", (now, deadline, now, job_id)).rowcount
+                count = sum(self.run(conn, sql + " AND id = ?", (now, deadline, now, job_id)).rowcount
+                            for job_id in job_ids)
             if count:
                 self.announce(conn)
             return count
+
+    def dead_jobs(self, job_id: int | None = None) -> list[dict]:
+        where, args = ("j.id = ?", (job_id,)) if job_id is not None else ("j.status = 'dead'", ())
+        with self.reading() as conn:
+            rows = self.run(conn,
+                "SELECT j.id, j.status, j.kind, j.action, j.deadline, j.instance, j.order_key, "
+                "EXISTS (SELECT 1 FROM deliveries e WHERE e.order_key = j.order_key AND j.instance <> '' "
+                "        AND e.instance = j.instance AND e.event IN ('meeting.ended', 'webinar.ended')) AS instance_ended "
+                f"FROM jobs j WHERE {where} ORDER BY j.id", args).fetchall()
+        return [{**dict(row), "action": json.loads(row["action"]), "instance_ended": bool(row["instance_ended"])}
+                for row in rows]
 
     def retry_chain(self, job_id: int, now: float, deadline: float) -> tuple[str | None, list[int]]:
         requeue = "UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? WHERE "
