@@ -365,7 +365,8 @@ def cmd_history(args, settings: Settings) -> int:
                 status = a["http_status"] if a["http_status"] is not None else "-"
                 code = f" code {a['zoom_code']}" if a["zoom_code"] is not None else ""
                 after = f", next {_when(a['next_at'])}" if a["next_at"] else ""
-                print(f"        {_when(a['at'])} {a['outcome']} HTTP {status}{code}: {a['message']}{after}")
+                tracking = f" [Zoom tracking id {a['tracking_id']}]" if a.get("tracking_id") else ""
+                print(f"        {_when(a['at'])} {a['outcome']} HTTP {status}{code}: {a['message']}{after}{tracking}")
     return 0
 
 

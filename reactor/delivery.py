@@ -61,3 +61,4 @@ class Attempt:
     next_at: float | None = None
     duration_ms: float | None = None
     sent: dict = field(default_factory=dict)   # the masked request, for the history
+    tracking_id: str = ""       # Zoom's x-zm-trackingid of the answer (Zoom support asks for it)

@@ -9,7 +9,7 @@ once with Zoom's code and message. Delays count from the answer (or the failure)
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .delivery import Attempt, Job
@@ -19,6 +19,11 @@ RATE_LIMIT_DEFAULT = 30.0  # Zoom's advice when a 429 has no Retry-After
 BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
 SCOPE_HINT = ("the app lacks a scope: add meeting:update:livestream_status:admin and "
               "meeting:update:livestream:admin (webinar:update:... for webinars), or meeting:write:admin")
+SCOPE_CODES = (4700, 4711)  # 4711: "Invalid access token, does not contain scopes:[…]" names the missing scope
+# Zoom's codes that say the call cannot work as configured (credentials, scopes, ids, account): never
+# "nothing to stop". Any other 400/404 to a stop is read as "no stream is running" (Zoom documents no
+# code for it; see the README's decisions).
+CONFIG_CODES = frozenset({124, 300, 1001, 1010, 3000, *SCOPE_CODES})
 LATE = ("the event is older than REACTOR_ACTION_DEADLINE; a late event does not start or stop a stream "
         "blindly (python -m reactor retry ACTION --force sends it anyway)")
 SUPERSEDED = "a later event's action on this meeting already ran; this earlier one would undo it"
@@ -33,6 +38,7 @@ class Answer:
     code: int | None = None           # Zoom's error code, when the body has one
     message: str = ""
     retry_after: float | None = None  # seconds from the answer, from Retry-After
+    tracking_id: str = ""             # x-zm-trackingid
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,14 @@ def after_call(job: Job, result: Answer | ZoomError, started: float, took_ms: fl
         if not result.retryable:
             return Decision(Attempt(started, "dead", message=message, sent=sent), "dead")
         return _retry(job, started, took_ms, answered_at, sent, message, None, None, rng)
-    answer = result
+    decision = _judge(job, result, started, took_ms, answered_at, sent, rng)
+    if result.tracking_id:
+        decision = replace(decision, attempt=replace(decision.attempt, tracking_id=result.tracking_id))
+    return decision
+
+
+def _judge(job: Job, answer: Answer, started: float, took_ms: float, answered_at: float, sent: dict,
+           rng) -> Decision:
     if 200 <= answer.status < 300:
         return Decision(Attempt(started, "done", answer.status, message="ok", duration_ms=took_ms, sent=sent), "done")
     if answer.status == 429:
@@ -92,10 +105,21 @@ def after_call(job: Job, result: Answer | ZoomError, started: float, took_ms: fl
     if answer.code is not None:
         message += f" code {answer.code}"
     message += f": {answer.message}" if answer.message else ""
-    if answer.code == 4700:
-        message += f" ({SCOPE_HINT})"
+    if answer.code in SCOPE_CODES:
+        missing = _named_scopes(answer.message)
+        message += (f" (add the scope{'s' if len(missing) > 1 else ''} {', '.join(missing)} to the app on Zoom's "
+                    f"App Marketplace, then retry)" if missing else f" ({SCOPE_HINT})")
+    if job.action.kind == "livestream.stop" and answer.status in (400, 404) and answer.code not in CONFIG_CODES:
+        return Decision(Attempt(started, "done", answer.status, answer.code, f"nothing to stop: {message}",
+                                duration_ms=took_ms, sent=sent), "done")
     return Decision(Attempt(started, "dead", answer.status, answer.code, message, duration_ms=took_ms, sent=sent),
                     "dead")
+
+
+def _named_scopes(message: str) -> list[str]:
+    """The scopes a 4711 message names: "Invalid access token, does not contain scopes:[a, b]"."""
+    inside = message.partition("scopes:")[2].partition("[")[2].partition("]")[0]
+    return [scope.strip() for scope in inside.split(",") if scope.strip()]
 
 
 def _retry(job: Job, started: float, took_ms: float, answered_at: float, sent: dict, message: str,

@@ -125,7 +125,7 @@ class ZoomClient:
     def _answer(self, response: requests.Response) -> Answer:
         code, message = _describe(response)
         retry = parse_retry_after(response.headers.get("Retry-After"), self._clock())
-        return Answer(response.status_code, code, message, retry)
+        return Answer(response.status_code, code, message, retry, response.headers.get("x-zm-trackingid", "")[:200])
 
 
 def _failure(exc: requests.RequestException) -> ZoomError:

@@ -107,3 +107,32 @@ def test_before_call(now, superseded, failed_before, dry_run, status, message):
 def test_backoff_doubles_from_1_s_to_a_60_s_cap_with_20_percent_jitter(failures, low, high):
     assert backoff(failures, rng=lambda: 0.0) == pytest.approx(low)
     assert backoff(failures, rng=lambda: 0.999999) == pytest.approx(high, rel=1e-5)
+
+
+STOP = PlannedAction("Stop", "livestream.stop", "PATCH", "/meetings/85746065432/livestream/status",
+                     {"action": "stop"}, "meetings/85746065432", "acct")
+
+
+@pytest.mark.parametrize("answer, status, message", [
+    pytest.param(Answer(400, 3001, "Meeting is not in progress."), "done",
+                 "nothing to stop: Zoom answered 400 code 3001: Meeting is not in progress.", id="stop-not-running"),
+    pytest.param(Answer(404, None, "Not Found"), "done", "nothing to stop: Zoom answered 404: Not Found",
+                 id="stop-no-stream"),
+    pytest.param(Answer(404, 1001, "User does not exist."), "dead", "Zoom answered 404 code 1001: User does not exist.",
+                 id="stop-config-problem-stays-dead"),
+    pytest.param(Answer(400, 4711, "Invalid access token, does not contain scopes:[meeting:update:livestream_status:admin]"),
+                 "dead", "Zoom answered 400 code 4711: Invalid access token, does not contain scopes:"
+                 "[meeting:update:livestream_status:admin] (add the scope meeting:update:livestream_status:admin to "
+                 "the app on Zoom's App Marketplace, then retry)", id="stop-missing-scope-4711"),
+])
+def test_a_stop_that_finds_nothing_to_stop_is_done_not_dead(answer, status, message):
+    the_job = Job(8, 3, STOP, int(T * 1000), DEADLINE, attempts=1, status="running")
+    decision = after_call(the_job, answer, T, TOOK, SENT, rng=half)
+    assert (decision.status, decision.attempt.message) == (status, message)
+
+
+def test_4711_names_the_missing_scopes_on_a_start():
+    decision = after_call(job(), Answer(400, 4711, "Invalid access token, does not contain scopes:[a:b, c:d]"), T,
+                          TOOK, SENT)
+    assert decision.status == "dead" and decision.attempt.message.endswith(
+        "(add the scopes a:b, c:d to the app on Zoom's App Marketplace, then retry)")

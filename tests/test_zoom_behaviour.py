@@ -209,3 +209,48 @@ def test_an_operator_retry_shows_what_it_sends_and_refuses_ended_or_late_actions
     zoom.wait_for(4)
     assert sorted(c.path for c in zoom.api_calls()[2:]) == ["/v2/meetings/9700/livestream/status",
                                                           "/v2/meetings/9701/livestream/status"]
+
+
+# -- 8. errors say what to do; 9. a stop with nothing to stop is done
+
+
+def test_a_missing_scope_is_named_and_zoom_tracking_ids_are_kept(make_server, zoom):
+    zoom.script("/v2/meetings/9800/livestream/status", [Reply(400, {
+        "code": 4711, "message": "Invalid access token, does not contain scopes:[meeting:update:livestream_status:admin]"},
+        headers={"x-zm-trackingid": "v=2.0;clid=us06;rid=WEB_abc123"})])
+    server = make_server(zoom=zoom)
+    server.post(event(meeting_id="9800"))
+    [job] = server.wait_jobs(1)
+    [attempt] = job["attempt_log"]
+    assert job["status"] == "dead" and "add the scope meeting:update:livestream_status:admin" in attempt["message"]
+    assert attempt["tracking_id"] == "v=2.0;clid=us06;rid=WEB_abc123"
+
+
+def test_a_stop_of_a_stream_that_is_not_running_is_done_not_dead(make_server, zoom):
+    zoom.script("/v2/meetings/9900/livestream/status", [Reply(400, {"code": 3001, "message": "Meeting is not in progress."})])
+    server = make_server(zoom=zoom)
+    server.post(event("meeting.ended", meeting_id="9900"))  # the Town Hall stop rule; Zoom ended the stream already
+    [job] = server.wait_jobs(1)
+    assert job["status"] == "done" and job["last_message"].startswith("nothing to stop: Zoom answered 400 code 3001")
+
+
+# -- 12. time zones work where the OS has no zoneinfo (slim images)
+
+
+def test_time_windows_work_without_the_systems_zoneinfo(tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "r.yaml").write_text("""
+rules:
+  - name: Berlin mornings
+    on: meeting.started
+    when:
+      during: {days: [sun], from: "09:30", to: "12:30", timezone: Europe/Berlin}
+    do: [livestream.start]
+    examples:
+      - event: meeting.started
+        with: {event_ts: 1764498600000}   # Sunday 2025-11-30 11:30 in Berlin, 10:30 UTC
+        expect: match
+""")
+    result = run_cli("check", "--strict", str(tmp_path), env={"PYTHONTZPATH": str(tmp_path / "no-zoneinfo-here")})
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -7,7 +7,7 @@ import json
 from ..delivery import NewDelivery
 from ..plan import PlannedAction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def delivery_row(delivery: NewDelivery) -> dict:
@@ -29,7 +29,7 @@ def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: floa
 def migrations(ident: str, real: str, text_json: str = "TEXT") -> list[str]:
     """The DDL, step by step: migrations(...)[v] takes a database from schema version v to v + 1.
     With the dialect's auto-increment key, float and JSON text types."""
-    return [_version_1(ident, real, text_json), _version_2(real)]
+    return [_version_1(ident, real, text_json), _version_2(real), _version_3()]
 
 
 def _version_2(real: str) -> str:
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS processes (
     seen_at {real} NOT NULL
 );
 """
+
+
+def _version_3() -> str:
+    """Zoom's x-zm-trackingid of each answer, which Zoom support asks for."""
+    return "ALTER TABLE attempts ADD COLUMN tracking_id TEXT NOT NULL DEFAULT ''"
 
 
 def _version_1(ident: str, real: str, text_json: str) -> str:

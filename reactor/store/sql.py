@@ -132,9 +132,9 @@ class SQLStore(GroupCommit, Store):
         with self.transaction(durable=False) as conn:
             self.run(conn,
                 "INSERT INTO attempts (job_id, at, outcome, http_status, zoom_code, message, next_at, duration_ms, "
-                "sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "sent, tracking_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, attempt.at, attempt.outcome, attempt.http_status, attempt.zoom_code, attempt.message,
-                 attempt.next_at, attempt.duration_ms, json.dumps(attempt.sent)))
+                 attempt.next_at, attempt.duration_ms, json.dumps(attempt.sent), attempt.tracking_id))
             cur = self.run(conn,
                 "UPDATE jobs SET status = CASE WHEN confirmed_at IS NULL THEN ? ELSE 'done' END, "
                 "due_at = COALESCE(?, due_at), lease_owner = '', lease_until = 0, "
