@@ -127,10 +127,12 @@ def _local_secret(create: bool) -> str:
         return LOCAL_SECRET_FILE.read_text().strip()
     if not create:
         return ""
-    LOCAL_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if not LOCAL_SECRET_FILE.parent.exists():
+        LOCAL_SECRET_FILE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = pysecrets.token_urlsafe(24)
-    LOCAL_SECRET_FILE.write_text(value + "\n")
-    LOCAL_SECRET_FILE.chmod(0o600)
+    fd = os.open(LOCAL_SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private from its first byte
+    with os.fdopen(fd, "w") as file:
+        file.write(value + "\n")
     return value
 
 
@@ -202,12 +204,23 @@ def cmd_keygen(args, settings: Settings) -> int:
     return 0
 
 
-@command("encrypt", "print an enc: value for a rule file (reads the value from stdin)", arg("value", nargs="?"))
+@command("encrypt", "print an enc: value for a rule file; reads the value from stdin only (pipe it in, "
+                    "never put it on the command line)",
+         arg("value", nargs="?", help=argparse.SUPPRESS))  # accepted only to refuse it without echoing it
 def cmd_encrypt(args, settings: Settings) -> int:
+    if args.value is not None:
+        print("encrypt reads the value from stdin only: a value on the command line stays in shell history and "
+              "is visible to every user in the process list. Run: printf %s \"$KEY\" | python -m reactor encrypt "
+              "(or type it and press Ctrl-D)", file=sys.stderr)
+        return 2
     if not settings.secret_key:
         print("REACTOR_SECRET_KEY is not set: make one with `python -m reactor keygen`", file=sys.stderr)
         return 2
-    value = args.value if args.value is not None else sys.stdin.read().rstrip("\n")
+    value = sys.stdin.read().rstrip("\n")
+    if not value:
+        print("encrypt read nothing from stdin: pipe the value in, e.g. printf %s \"$KEY\" | python -m reactor "
+              "encrypt", file=sys.stderr)
+        return 2
     try:
         print(encrypt(value, settings.secret_key))
     except SecretError as exc:
