@@ -16,8 +16,9 @@ from ..plan import PlannedAction
 
 ACCEPT_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
 # A failed group commit is retried one delivery at a time, so one delivery the database refuses fails
-# alone; only while the batch is younger than this (a database that is down fails them all at once).
-ISOLATE_WITHIN = 1.0
+# alone; only until the batch is this old (as long as a follower waits to be taken), so every webhook is
+# still answered within Zoom's 3 s, and a database that is down (a 2 s lock wait) fails them all at once.
+ISOLATE_WITHIN = ACCEPT_WAIT
 
 
 class GroupCommit:
