@@ -120,6 +120,26 @@ def test_backtracking_regex_against_40_as_and_a_bang_answers_within_a_second(mak
     assert matched["verdicts"][0]["matched"] is True
 
 
+def test_patterns_see_the_first_1000_characters_and_are_at_most_500(tmp_path):
+    from reactor.errors import RulesError
+    from reactor.events import event_from_body
+    from reactor.rules.load import load_rules
+
+    (tmp_path / "r.yaml").write_text('rules:\n  - name: r\n    on: meeting.started\n'
+                                     '    when: {topic: {regex: "b"}}\n    do: [livestream.stop]\n')
+    rules = load_rules(tmp_path, resolve_secrets=False)
+
+    def matches(topic: str) -> bool:
+        body = event(topic=topic)
+        return rules.evaluate(event_from_body(body, json.dumps(body).encode()))[0].matched
+
+    assert matches("a" * 999 + "b") and not matches("a" * 1000 + "b")
+    (tmp_path / "r.yaml").write_text('rules:\n  - name: r\n    on: meeting.started\n'
+                                     f'    when: {{topic: {{regex: "{"a" * 501}"}}}}\n    do: [livestream.stop]\n')
+    with pytest.raises(RulesError, match="longer than 500 characters"):
+        load_rules(tmp_path, resolve_secrets=False)
+
+
 @pytest.mark.parametrize("pattern, where, fix", [
     (r"(\\w)\\1", "backreferences", "match the repeated text explicitly"),
     (r"foo(?=bar)", "lookahead or lookbehind", "second condition"),
