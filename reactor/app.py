@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -15,7 +15,7 @@ from .logs import configure_logging, log
 from .rules.match import RuleSet
 from .settings import Settings
 from .store import Store, open_store
-from .web import MAX_BODY, bp
+from .web import MAX_BODY, Readiness, RejectionLog, bp
 
 
 @dataclass
@@ -26,6 +26,12 @@ class Reactor:
     store: Store
     rules: ActiveRules
     dispatcher: object | None = None
+    readiness: Readiness | None = None
+    rejections: RejectionLog = field(default_factory=RejectionLog)
+
+    def __post_init__(self):
+        if self.readiness is None:
+            self.readiness = Readiness(self.store)
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
@@ -68,18 +74,24 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
 
 
 def _json_errors(app: Flask) -> None:
+    """Short JSON answers that name no path of this server; each refusal is logged (rate-limited)."""
+
+    def refused(status: int, message: str, reason: str):
+        app.extensions["reactor"].rejections(status, reason)
+        return jsonify({"error": message}), status
+
     @app.errorhandler(404)
     def not_found(_):
-        return jsonify({"error": "not found: Zoom webhooks go to POST /webhooks/zoom"}), 404
+        return refused(404, "not found", "no such path")
 
     @app.errorhandler(405)
     def not_allowed(_):
-        return jsonify({"error": "method not allowed: Zoom webhooks are POST /webhooks/zoom"}), 405
+        return refused(405, "method not allowed", "method not allowed on this path")
 
     @app.errorhandler(413)
     def too_large(_):
-        return jsonify({"error": f"the body is larger than {MAX_BODY} bytes (1 MiB): Zoom's events are far "
-                                 f"smaller; this is not a Zoom delivery"}), 413
+        return refused(413, f"the body is larger than {MAX_BODY} bytes (1 MiB): Zoom's events are far smaller; "
+                            f"this is not a Zoom delivery", f"body over {MAX_BODY} bytes")
 
     @app.errorhandler(Exception)
     def unexpected(exc):

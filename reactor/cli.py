@@ -213,8 +213,9 @@ def _without_password(url: str) -> str:
 
 
 def _private_file(path: Path, text: str) -> None:
-    """Write `text` to `path` (creating var/), readable by this user only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to `path` (creating var/ 0700), readable by this user only from its first byte."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -305,12 +306,23 @@ def cmd_keygen(args, settings: Settings) -> int:
     return 0
 
 
-@command("encrypt", "print an enc: value for a rule file (reads the value from stdin)", arg("value", nargs="?"))
+@command("encrypt", "print an enc: value for a rule file; reads the value from stdin only (pipe it in, "
+                    "never put it on the command line)",
+         arg("value", nargs="?", help=argparse.SUPPRESS))  # accepted only to refuse it without echoing it
 def cmd_encrypt(args, settings: Settings) -> int:
+    if args.value is not None:
+        print("encrypt reads the value from stdin only: a value on the command line stays in shell history and "
+              "is visible to every user in the process list. Run: printf %s \"$KEY\" | python -m reactor encrypt "
+              "(or type it and press Ctrl-D)", file=sys.stderr)
+        return 2
     if not settings.secret_key:
         print("REACTOR_SECRET_KEY is not set: make one with `reactor keygen`", file=sys.stderr)
         return 2
-    value = args.value if args.value is not None else sys.stdin.read().rstrip("\n")
+    value = sys.stdin.read().rstrip("\n")
+    if not value:
+        print("encrypt read nothing from stdin: pipe the value in, e.g. printf %s \"$KEY\" | python -m reactor "
+              "encrypt", file=sys.stderr)
+        return 2
     try:
         print(encrypt(value, settings.secret_key))
     except SecretError as exc:

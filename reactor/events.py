@@ -11,6 +11,16 @@ from .errors import PayloadError
 MISSING = object()
 ENVELOPE_FIELDS = ("event", "event_ts", "payload", "download_token")
 MAX_DEPTH = 64
+# Identifying fields become database keys and columns (dedup key, order key, pacing account): each is
+# checked at parse time so one odd delivery is a clear 400, never a failed commit for its whole batch.
+MAX_EVENT_NAME = 100      # Zoom's names are ~40 characters (meeting.participant_jbh_waiting_left)
+MAX_IDENTIFIER = 200      # uuids (24 characters), account and user ids are far shorter
+MAX_ID_DIGITS = 20        # meeting and webinar ids: 9 to 11 digits; 20 is the decimal_id limit
+MAX_KEY = 1000            # a dedup key built from these fields
+IDENTIFIERS = ("payload.object.uuid", "payload.account_id", "payload.object.host_id",
+               "payload.object.participant.user_id", "payload.object.participant.id",
+               "payload.object.participant.participant_uuid")
+_CONTROL = frozenset(range(0x20)) | {0x7F}
 # Zoom's confirmation events: which action of reactor's each one confirms on its meeting or webinar.
 CONFIRMS = {
     "meeting.live_streaming_started": "livestream.start", "meeting.live_streaming_stopped": "livestream.stop",
@@ -80,7 +90,7 @@ def parse_body(raw: bytes) -> dict:
     except UnicodeDecodeError:
         raise PayloadError("the body is not UTF-8: Zoom sends JSON in UTF-8") from None
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(f"the body is not valid JSON ({_short(exc)}): send a JSON object") from None
     if not isinstance(body, dict):
@@ -95,9 +105,39 @@ def event_from_body(body: dict, raw: bytes) -> Event:
     name = body.get("event")
     if not isinstance(name, str) or not name.strip():
         raise PayloadError("the body has no 'event' string: this is not a Zoom event notification")
+    check_identifiers(name, body)
     ts = body.get("event_ts")
     ts_ms = ts if isinstance(ts, int) and not isinstance(ts, bool) and 0 < ts < 10**14 else None
-    return Event(name=name, ts_ms=ts_ms, body=body, dedup_key=dedup_key(name, body, raw))
+    key = dedup_key(name, body, raw)
+    _check_text("the dedup key built from this body", key, MAX_KEY)
+    return Event(name=name, ts_ms=ts_ms, body=body, dedup_key=key)
+
+
+def check_identifiers(name: str, body: dict) -> None:
+    """Raise PayloadError (400) when an identifying field could not be stored as a key: a lone
+    surrogate (invalid UTF-8), a NUL or other control character, or a length no Zoom id has."""
+    _check_text("'event'", name, MAX_EVENT_NAME)
+    for path in IDENTIFIERS:
+        value = resolve_path(body, path)
+        if isinstance(value, str):
+            _check_text(path, value, MAX_IDENTIFIER)
+    ident = resolve_path(body, "payload.object.id")
+    if isinstance(ident, int) and not isinstance(ident, bool) and len(str(abs(ident))) > MAX_ID_DIGITS:
+        raise PayloadError(f"payload.object.id has {len(str(abs(ident)))} digits; Zoom's meeting and webinar "
+                           f"ids have at most {MAX_ID_DIGITS}: this is not a Zoom event")
+
+
+def _check_text(where: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise PayloadError(f"{where} is {len(value)} characters; at most {limit} are accepted: Zoom's are far shorter")
+    for char in value:
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            raise PayloadError(f"{where} holds a lone surrogate (\\u{code:04x}, half of a character), which cannot "
+                               f"be stored: send it as valid UTF-8")
+        if code in _CONTROL:
+            raise PayloadError(f"{where} holds a control character (\\u{code:04x}), which cannot be stored: "
+                               f"Zoom's identifiers are printable")
 
 
 def dedup_key(name: str, body: dict, raw: bytes) -> str:
@@ -178,7 +218,7 @@ def decimal_id(value: Any) -> str | None:
     """A meeting id as a decimal string (never through float), or None when it is not one."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and 0 < value < 10**20:
         return str(value)
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return str(int(value))
@@ -187,6 +227,14 @@ def decimal_id(value: Any) -> str | None:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond float range (1e400) would be stored as a non-JSON Infinity."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise PayloadError(f"the number {text[:40]} is beyond the range of a float: Zoom never sends one")
+    return value
 
 
 def _short(exc: BaseException) -> str:

@@ -3,18 +3,24 @@
 - `redact`: an incoming body as stored (stream keys, passwords, tokens replaced);
 - `masked`: a planned call as the history and `explain` show it (secret references, never values);
 - `unseal`: a planned call as sent to Zoom (references resolved, for the HTTP call only);
-- `scrub`: a text (Zoom's error message) with every revealed secret value replaced.
+- `scrub`: a text (Zoom's error message) with every revealed secret value replaced, even one cut at
+  the text's edge, and anything shaped like an OAuth access token.
+
+This module imports nothing of reactor's: the rule model uses it to keep failing conditions'
+"saw ..." text free of secrets.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
-
-from .rules.model import Secret
 
 REDACTED = "<redacted>"
 SECRET_MARK = "$secret"  # a planned call carries {"$secret": "<reference>"} where a secret goes
 SECRET_FIELDS = frozenset({"stream_key", "password", "passcode", "h323_password", "pstn_password",
                            "encrypted_password", "token", "access_token", "download_token"})
+SCRUB_MIN = 4  # secret values (and cut-off pieces of them) shorter than this are left alone
+# Zoom's OAuth access tokens are JWTs (eyJ...); a bearer header carries any token. Either, even cut short.
+_TOKEN_SHAPED = re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]*){0,2}|(?i:bearer)\s+[A-Za-z0-9_\-.~+/=]{8,}")
 _KEEP = object()
 
 
@@ -40,14 +46,27 @@ def redact(body: Any) -> Any:
     return rewrite(body, lambda key, node: REDACTED if key in SECRET_FIELDS and node not in (None, "") else _KEEP)
 
 
+def redact_at(path: str, value: Any) -> Any:
+    """`value`, found at the dotted field `path`, as it may be shown: redacted when the path names a
+    secret-bearing field, with secret-bearing fields replaced when it is an object or a list."""
+    if path.rsplit(".", 1)[-1] in SECRET_FIELDS and isinstance(value, (str, int, float)) and value != "":
+        return REDACTED
+    return redact(value) if isinstance(value, (dict, list)) else value
+
+
 def secret_ref(node: Any) -> str | None:
     """The reference a planned call's {"$secret": ref} node stands for, else None."""
     return node[SECRET_MARK] if isinstance(node, dict) and set(node) == {SECRET_MARK} else None
 
 
+def masked_ref(ref: str) -> str:
+    """How a secret reference is shown: `<secret ${NAME}>`, or `<secret enc:...>` for a sealed value."""
+    return f"<secret {ref}>" if "${" in ref else "<secret enc:...>"
+
+
 def masked(body: Any) -> Any:
     """A planned call's body as history and explain show it."""
-    return rewrite(body, lambda _, node: _KEEP if (ref := secret_ref(node)) is None else Secret(ref).masked())
+    return rewrite(body, lambda _, node: _KEEP if (ref := secret_ref(node)) is None else masked_ref(ref))
 
 
 def unseal(body: Any, resolve: Callable[[str], str]) -> Any:
@@ -56,8 +75,17 @@ def unseal(body: Any, resolve: Callable[[str], str]) -> Any:
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """`text` with every secret value in it replaced (values shorter than 4 characters are left)."""
-    for value in secrets:
-        if value and len(value) >= 4:
-            text = text.replace(value, REDACTED)
-    return text
+    """`text` with every secret value in it replaced, and with anything shaped like an access token
+    replaced. A text cut to a length may end inside a secret (or begin inside one): that piece goes too.
+    Values shorter than SCRUB_MIN characters are left alone."""
+    for value in sorted((v for v in secrets if v and len(v) >= SCRUB_MIN), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+        for size in range(len(value) - 1, SCRUB_MIN - 1, -1):  # the longest cut piece at either edge
+            if text.endswith(value[:size]):
+                text = text[:-size] + REDACTED
+                break
+        for size in range(len(value) - 1, SCRUB_MIN - 1, -1):
+            if text.startswith(value[-size:]):
+                text = REDACTED + text[size:]
+                break
+    return _TOKEN_SHAPED.sub(REDACTED, text)

@@ -12,6 +12,18 @@ from .errors import SecretError
 
 ENC_PREFIX = "enc:"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# reactor's own settings (and the database's): a rule sends its secrets to Zoom, where a stream key is
+# shown to hosts and co-hosts, so a rule may not name these.
+OWN_SETTINGS = frozenset({"DATABASE_URL", "PORT", "WEB_CONCURRENCY", "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"})
+OWN_PREFIXES = ("ZOOM_", "REACTOR_", "GUNICORN_")
+
+
+def refuse_own_setting(name: str) -> None:
+    """Raise SecretError when `name` is one of reactor's own settings, which no rule may send to Zoom."""
+    if name in OWN_SETTINGS or name.startswith(OWN_PREFIXES):
+        raise SecretError(f"${{{name}}} is one of reactor's own settings, not a rule secret: a rule's value is "
+                          f"sent to Zoom, where others can read it; put the value in its own variable "
+                          f"(e.g. ${{YOUTUBE_STREAM_KEY}}) or an enc: value")
 
 
 def keygen() -> str:
@@ -43,6 +55,7 @@ def resolve_secret(ref: str, env: Mapping[str, str], key: str) -> str:
 
     def substitute(match: re.Match) -> str:
         name = match.group(1)
+        refuse_own_setting(name)
         if name not in env:
             raise SecretError(f"environment variable {name} is not set: set it where reactor runs")
         return env[name]
@@ -57,6 +70,8 @@ def env_names(ref: str) -> list[str]:
 
 def check_secret(ref: str, env: Mapping[str, str], key: str, resolve: bool = True) -> None:
     """Raise SecretError unless `ref` resolves now (or, without `resolve`, is well formed)."""
+    for name in _ENV_REF.findall(ref) if not ref.startswith(ENC_PREFIX) else ():
+        refuse_own_setting(name)
     if resolve:
         resolve_secret(ref, env, key)
     elif ref.startswith(ENC_PREFIX):

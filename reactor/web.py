@@ -1,6 +1,12 @@
-"""Edge: the HTTP endpoints. POST /webhooks/zoom, GET /healthz, GET /readyz."""
+"""Edge: the HTTP endpoints. POST /webhooks/zoom, GET /healthz, GET /readyz.
+
+What a stranger can learn here is the least that lets Zoom and a load balancer work: a webhook is
+accepted or refused with a short reason (details after a valid signature only), health and readiness
+answer a status and nothing else. Why a request was refused goes to the log, rate-limited.
+"""
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import Blueprint, current_app, jsonify, request
@@ -10,6 +16,11 @@ from .logs import log
 from .receive import Reply, receive
 
 MAX_BODY = 1024 * 1024  # the app sets it as MAX_CONTENT_LENGTH
+READY_FOR = 1.5          # seconds a /readyz answer is reused in a process: a flood of checks costs one a second
+REJECTIONS_LOGGED = 20   # rejected requests logged per process per REJECTION_WINDOW; the rest are counted
+REJECTION_WINDOW = 60.0
+NOT_SIGNED = ("this is not a signed Zoom delivery for this endpoint (check the Secret Token and the server's "
+              "clock; the server log says which)")
 
 bp = Blueprint("reactor", __name__)
 
@@ -18,25 +29,90 @@ def _error(status: int, message: str):
     return jsonify({"error": message}), status
 
 
+class RejectionLog:
+    """Logs rejected requests, at most `limit` per `window` seconds in a process, so a flood of probes
+    cannot fill the log; when a window had more, the next rejection first logs how many went unlogged."""
+
+    def __init__(self, limit: int = REJECTIONS_LOGGED, window: float = REJECTION_WINDOW, clock=time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._lock = threading.Lock()
+        self._start, self._logged, self._dropped = float("-inf"), 0, 0
+
+    def __call__(self, status: int, reason: str, **fields) -> None:
+        """Log one rejected request of the current Flask request (never its headers' values or body)."""
+        with self._lock:
+            now = self.clock()
+            dropped = 0
+            if now - self._start >= self.window:
+                dropped, self._start, self._logged, self._dropped = self._dropped, now, 0, 0
+            if self._logged >= self.limit:
+                self._dropped += 1
+                return
+            self._logged += 1
+        if dropped:
+            log("rejected requests left out of the log (rate limit)", 30, count=dropped, window_s=self.window)
+        log("rejected request", 30, status=status, reason=reason, method=request.method, path=request.path[:200],
+            remote=request.remote_addr, **fields)
+
+
+class Readiness:
+    """Whether this process can commit, checked at most once per `ttl` seconds: every /readyz in
+    between answers from the last check, and while one check runs the others answer from the one before."""
+
+    def __init__(self, store, ttl: float = READY_FOR, clock=time.monotonic):
+        self.store, self.ttl, self.clock = store, ttl, clock
+        self._lock = threading.Lock()
+        self._ready: bool | None = None
+        self._at = float("-inf")
+
+    def ready(self) -> bool:
+        if self._ready is not None and self.clock() - self._at < self.ttl:
+            return self._ready
+        if not self._lock.acquire(blocking=self._ready is None):
+            return self._ready  # another thread is checking now
+        try:
+            if self._ready is None or self.clock() - self._at >= self.ttl:
+                try:
+                    self.store.ping()
+                    ready = True
+                except StoreError as exc:
+                    ready = False
+                    log("not ready: the database cannot take writes", 40, error=str(exc))
+                self._ready, self._at = ready, self.clock()
+            return self._ready
+        finally:
+            self._lock.release()
+
+
+def _skew(timestamp: str | None, now: float) -> int | None:
+    """Seconds between this server's clock and the delivery's timestamp header (positive: the header is
+    behind), for the log; None when the header is not Unix seconds."""
+    ts = (timestamp or "").strip()
+    return int(now - int(ts)) if ts.isascii() and ts.isdigit() and len(ts) <= 12 else None
+
+
 @bp.post("/webhooks/zoom")
 def webhook():
     reactor = current_app.extensions["reactor"]
     raw = request.get_data(cache=False)  # over MAX_BODY (the app's MAX_CONTENT_LENGTH): 413, answered by the app
     now = time.time()
+    timestamp = request.headers.get("x-zm-request-timestamp")
     try:
-        outcome = receive(raw, request.headers.get("x-zm-request-timestamp"), request.headers.get("x-zm-signature"),
+        outcome = receive(raw, timestamp, request.headers.get("x-zm-signature"),
                           secret=reactor.settings.webhook_secret, tolerance=reactor.settings.signature_tolerance,
                           rules=reactor.rules.current, now=now, action_deadline=reactor.settings.action_deadline)
-    except SignatureError as exc:
-        return _error(401, str(exc))
-    except PayloadError as exc:
+    except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
+        reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
+        return _error(401, NOT_SIGNED)
+    except PayloadError as exc:  # the signature verified: the sender holds the Secret Token
+        reactor.rejections(exc.status, str(exc), bytes=len(raw))
         return _error(exc.status, str(exc))
     if isinstance(outcome, Reply):
         return jsonify(outcome.body), 200
     try:
         accepted = reactor.store.accept(outcome.record, outcome.actions, outcome.deadline)
     except StoreError as exc:
-        log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc))
+        log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.record.event)
         return _error(503, "the database is unavailable; Zoom will retry this delivery")
     if accepted.job_ids:
         reactor.wake_dispatcher()
@@ -55,12 +131,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    reactor = current_app.extensions["reactor"]
-    rules = reactor.rules
-    info = {"rules": {"version": rules.current.version, "count": len(rules.current.rules),
-                      "loaded_at": rules.loaded_at, "last_error": rules.last_error}}
-    try:
-        reactor.store.ping()
-    except StoreError as exc:
-        return jsonify({"status": "unavailable", "reason": str(exc), **info}), 503
-    return jsonify({"status": "ready", **info}), 200
+    """Ready means this process can commit a delivery. The status only: the rules' state, the database's
+    error and where it lives are in the log and `python -m reactor` commands, not on the internet."""
+    if current_app.extensions["reactor"].readiness.ready():
+        return jsonify({"status": "ready"}), 200
+    return jsonify({"status": "unavailable"}), 503

@@ -170,7 +170,7 @@ def test_healthz_and_readyz(make_server):
     assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "ok"}
     ready = requests.get(server.url + "/readyz", timeout=5)
     assert ready.status_code == 200
-    assert ready.json()["rules"]["count"] == 2
+    assert ready.json() == {"status": "ready"}  # the status only: details are in the log and the CLI
 
 
 def test_database_unavailable_gives_503_then_recovers(make_server):
@@ -183,12 +183,17 @@ def test_database_unavailable_gives_503_then_recovers(make_server):
         assert response.status_code == 503
         assert "Zoom will retry" in response.json()["error"]
         assert time.time() - started < 3.0, "the 503 must come inside Zoom's 3 s deadline"
+        time.sleep(1.6)  # past the answer /readyz reuses (1.5 s)
         ready = requests.get(server.url + "/readyz", timeout=5)
         assert ready.status_code == 503
-        assert "cannot take writes" in ready.json()["reason"]
+        assert ready.json() == {"status": "unavailable"}
+        assert "cannot take writes" in server.logs()
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert count_deliveries(server) == 0
     assert server.post(event(topic="Town Hall")).status_code == 200
-    assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+    deadline = time.time() + 5  # ready again once the reused answer has expired
+    while requests.get(server.url + "/readyz", timeout=5).status_code != 200:
+        assert time.time() < deadline, "reactor did not become ready again"
+        time.sleep(0.1)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from ..errors import RulesError
 from .load_actions import ActionParser
 from .load_examples import ExampleParser
+from .regex import RegexRefused, compile_regex
 from .fields import KNOWN_EVENTS, field_known, field_names
 from .model import (DAYS, FIELD_PATH, TRUE, AllConditions, AllOf, AnyCondition, Compare, Contains, During, Equals,
                     Exists, FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, Unless, number_of)
@@ -277,9 +278,9 @@ class _Parser(ActionParser, ExampleParser):
                     import fnmatch
                     compiled = re.compile(fnmatch.translate(text), re.IGNORECASE | re.DOTALL)
                 else:
-                    compiled = re.compile(text)
-            except re.error as exc:
-                self.problem(line, f"{path}: invalid regex {text!r}: {exc}")
+                    compiled = compile_regex(text)
+            except (re.error, RegexRefused) as exc:
+                self.problem(line, f"{path}: invalid {op} {text!r}: {exc}")
                 return Equals(None)
             if op == "glob":
                 self.check_glob_classes(text, line, path)

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..events import MISSING, Event
+from ..redact import REDACTED, masked_ref, redact_at
 
 FIELD_PATH = re.compile(r"^[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*$")  # topic, participant.email, payload.account_id
 REGEX_INPUT_LIMIT = 1000  # characters of a field a regex or glob looks at; bounds any pattern's cost
@@ -56,10 +57,15 @@ def eq_key(value: Any) -> tuple:
     return ("x", repr(value))
 
 
-def show(value: Any) -> str:
-    """A value as explain prints it."""
+def show(value: Any, path: str = "") -> str:
+    """A value as explain and the verdicts print it; a secret-bearing field (by `path`, or inside an
+    object) is shown redacted, as the stored body shows it."""
     if value is MISSING:
         return "missing"
+    if path:
+        value = redact_at(path, value)
+        if value == REDACTED:
+            return REDACTED
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -105,18 +111,24 @@ class In:
 
 @dataclass(frozen=True)
 class Pattern:
-    """glob (case-insensitive shell pattern, the whole value) or regex (re.search), on strings and numbers."""
+    """glob (case-insensitive shell pattern, the whole value; Python's re, whose translation of a glob
+    cannot backtrack) or regex (search anywhere in the value, with RE2: linear time in the text,
+    whatever the pattern), on strings and numbers."""
 
     op: str
     source: str
-    compiled: re.Pattern = field(repr=False, compare=False)
+    compiled: Any = field(repr=False, compare=False)  # re.Pattern (glob) or an RE2 regexp (regex)
 
     def test(self, seen: Any) -> bool:
         text = pattern_text(seen)
         if text is None:
             return False
-        found = self.compiled.match(text) if self.op == "glob" else self.compiled.search(text)
-        return found is not None
+        if self.op == "glob":
+            return self.compiled.match(text) is not None
+        try:
+            return self.compiled.search(text) is not None
+        except UnicodeEncodeError:  # a lone surrogate (a text cut mid-emoji): RE2 reads UTF-8
+            return self.compiled.search(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")) is not None
 
     def describe(self) -> str:
         return f"match {self.op} {self.source!r}"
@@ -263,7 +275,7 @@ class FieldCondition:
         seen = event.field(self.path)
         if self.matcher.test(seen):
             return None
-        return Failure(f"should {self.matcher.describe()}", self.path, show(seen), self.line)
+        return Failure(f"should {self.matcher.describe()}", self.path, show(seen, self.path), self.line)
 
     def describe(self) -> str:
         return f"{self.path} {self.matcher.states()}"
@@ -339,7 +351,7 @@ class Unless:
 def _witness(condition: Any, event: Event) -> str:
     """': saw VALUE' for a single field condition, so explain shows what made it hold."""
     if isinstance(condition, FieldCondition):
-        return f": saw {show(event.field(condition.path))}"
+        return f": saw {show(event.field(condition.path), condition.path)}"
     return ""
 
 
@@ -398,7 +410,7 @@ class Secret:
     ref: str
 
     def masked(self) -> str:
-        return f"<secret {self.ref}>" if self.ref.startswith("${") or "${" in self.ref else "<secret enc:...>"
+        return masked_ref(self.ref)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,18 @@ or the lead is theirs. A backend supplies `transaction`, `accept_all` and `annou
 from __future__ import annotations
 
 import threading
+import time
 
 from ..delivery import Accepted, NewDelivery
 from ..errors import StoreError
+from ..logs import log
 from ..plan import PlannedAction
 
 ACCEPT_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
+# A failed group commit is retried one delivery at a time, so one delivery the database refuses fails
+# alone; only until the batch is this old (as long as a follower waits to be taken), so every webhook is
+# still answered within Zoom's 3 s, and a database that is down (a 2 s lock wait) fails them all at once.
+ISOLATE_WITHIN = ACCEPT_WAIT
 
 
 class GroupCommit:
@@ -66,23 +72,52 @@ class GroupCommit:
                     pending.taken = True
             return taken
 
+        started = time.monotonic()
         try:
             with self.transaction() as conn:
                 batch = take()
-                results = self.accept_all(conn, [(p.delivery, p.actions, p.deadline) for p in batch])
-                if any(result.job_ids for result in results):
-                    self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
-            for pending, result in zip(batch, results):
-                pending.result = result
+                self._store(conn, batch)
         except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
-            error = exc if isinstance(exc, StoreError) else StoreError(f"storing failed: {type(exc).__name__}")
-            if not batch:
+            error = _as_store_error(exc)
+            if not batch:  # the transaction never began: the database is unavailable
                 batch = take()
-            for pending in batch:
-                pending.error = error
+            if len(batch) > 1 and time.monotonic() - started < ISOLATE_WITHIN:
+                self._one_by_one(batch, error, started)
+            else:
+                for pending in batch:
+                    pending.error = error
         for pending in batch:
             pending.done = True
             pending.wake.set()
+
+    def _store(self, conn, batch: list["_Pending"]) -> None:
+        results = self.accept_all(conn, [(p.delivery, p.actions, p.deadline) for p in batch])
+        if any(result.job_ids for result in results):
+            self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
+        for pending, result in zip(batch, results):
+            pending.result = result
+
+    def _one_by_one(self, batch: list["_Pending"], error: StoreError, started: float) -> None:
+        """After a failed group commit: commit each delivery alone, so only one the database refuses
+        (a value it cannot bind or index) fails; once ISOLATE_WITHIN has passed, the rest fail as the batch did."""
+        log("a group commit failed; committing its deliveries one at a time", 30, deliveries=len(batch),
+            error=str(error))
+        for pending in batch:
+            if time.monotonic() - started >= ISOLATE_WITHIN:
+                pending.error = error
+                continue
+            try:
+                with self.transaction() as conn:
+                    self._store(conn, [pending])
+            except Exception as exc:
+                pending.result, pending.error = None, _as_store_error(exc)
+                log("the database refused a delivery; the others committed with it are unaffected", 40,
+                    event=pending.delivery.event[:100], error=str(pending.error))
+
+
+def _as_store_error(exc: Exception) -> StoreError:
+    """A StoreError for any failure of a commit; a value the driver could not bind is named by its type only."""
+    return exc if isinstance(exc, StoreError) else StoreError(f"storing failed: {type(exc).__name__}")
 
 
 class _Pending:

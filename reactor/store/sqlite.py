@@ -27,6 +27,19 @@ def _insert(table: str, columns: tuple, conflict: str = "") -> str:
             f"{conflict} RETURNING id")
 
 
+def create_private(path: str) -> None:
+    """Create the database file (and its folder) readable by this user only, before SQLite opens it:
+    it holds participants' names and emails and meeting topics. SQLite gives the -wal and -shm files
+    the database file's mode. Existing files and folders keep the mode they have."""
+    folder = Path(path).parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class SQLiteStore(SQLStore):
     def __init__(self, path: str):
         self.path = path
@@ -41,7 +54,7 @@ class SQLiteStore(SQLStore):
         if conn is None or self._pid != os.getpid():
             self._pid = os.getpid()
             try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)
                 conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
