@@ -221,13 +221,21 @@ class Dispatcher:
 
 
 def _alive(pid: int) -> bool:
+    """True while `pid` runs. A zombie (killed, not yet reaped by its parent or by init, which in a
+    container may take long or never happen) is dead: its leases are released."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc (not Linux): running as far as we can tell
+        return True
 
 
 def _network_failure(exc: requests.RequestException) -> str:
