@@ -1,0 +1,76 @@
+"""System calls of running processes, seen with strace: what reached the disk, and when.
+
+`Trace(pids, calls)` attaches `strace -f` to every thread of the given processes, records the named
+system calls with their thread and time, and detaches on `stop()`. Used to count fsyncs (an
+acknowledged delivery must be on the disk before its 200) without any hook inside reactor.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LINE = re.compile(r"^(?P<tid>\d+)\s+(?P<at>\d+:\d+:\d+\.\d+)\s+(?P<call>\w+)\((?P<args>.*)$")
+
+
+@dataclass(frozen=True)
+class Syscall:
+    tid: int
+    at: str
+    call: str
+    args: str  # the rest of the line as strace printed it (arguments, result)
+
+
+def require_strace() -> str:
+    path = shutil.which("strace")
+    if path is None:
+        pytest.fail("strace is needed to count fsyncs (apt-get install strace)")
+    return path
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid` (gunicorn's workers, for its master)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+class Trace:
+    def __init__(self, pids: list[int], calls: tuple[str, ...], out: Path, strlen: int = 80):
+        assert pids, "nothing to trace"
+        self.out = out
+        args = [require_strace(), "-f", "-tt", "-s", str(strlen), "-e", "trace=" + ",".join(calls), "-o", str(out)]
+        for pid in pids:
+            args += ["-p", str(pid)]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        attached: set[int] = set()
+        deadline = time.time() + 10
+        while attached < set(pids):  # strace says so on stderr once each process (all its threads) is attached
+            line = self.proc.stderr.readline()
+            if not line or time.time() > deadline:
+                self.stop()
+                pytest.fail(f"strace could not attach to {pids}: {line.strip()}")
+            found = re.search(r"Process (\d+) attached", line)
+            if found:
+                attached.add(int(found.group(1)))
+
+    def stop(self) -> list[Syscall]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # detach; the traced processes carry on
+            self.proc.wait(10)
+        self.proc.stderr.close()
+        return self.calls()
+
+    def calls(self) -> list[Syscall]:
+        """Every recorded call in the order it started (an interrupted call counts once, at its start)."""
+        out = []
+        for line in self.out.read_text(errors="replace").splitlines():
+            found = LINE.match(line)
+            if found:
+                out.append(Syscall(int(found["tid"]), found["at"], found["call"], found["args"]))
+        return out
