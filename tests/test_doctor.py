@@ -131,7 +131,7 @@ def test_url_round_trip_with_the_same_and_with_a_different_secret(tmp_path, zoom
     assert code == 0, out
     assert line(out, "endpoint").startswith("ok       endpoint: URL validation answered in ")
     assert line(out, "endpoint").endswith(" ms with the same secret")
-    assert line(out, "readiness").startswith(f"ok       readiness: {server.url}/readyz ready (2 rule(s), version ")
+    assert line(out, "readiness") == f"ok       readiness: {server.url}/readyz ready"
 
     code, out = doctor({**env, "ZOOM_WEBHOOK_SECRET_TOKEN": "another-webhook-secret-9e2b"}, "--url", url)
     assert code == 1

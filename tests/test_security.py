@@ -60,8 +60,8 @@ rules:
 """
 
 
-def test_readyz_after_a_rejected_reload_shows_no_path_rule_or_variable(make_server):
-    server = make_server(SECRET_RULE)
+def test_readyz_after_a_rejected_reload_shows_no_path_rule_or_variable(make_server, zoom):
+    server = make_server(SECRET_RULE, zoom=zoom)  # not a dry run: an unset ${NAME} rejects the reload
     (server.rules_dir / "rules.yaml").write_text(SECRET_RULE.replace("YOUTUBE_STREAM_KEY", "CONFIDENTIAL_VAR_NAME")
                                                  .replace("all.hands", "literal-value-42"))
     wait_until(lambda: len(log_lines(server, "rules reload rejected; the previous rules stay active")) == 2)
@@ -311,27 +311,27 @@ def test_error_answers_name_no_path_setting_tolerance_or_skew(make_server):
         404: requests.get(server.url + "/", timeout=5),
         405: requests.get(server.url + "/webhooks/zoom", timeout=5),
         401: requests.post(server.url + "/webhooks/zoom", data=raw, timeout=5,
-                           headers=signed_headers(raw, timestamp=int(time.time()) - 4321)),
+                           headers=signed_headers(raw, timestamp=int(time.time()) - 9321)),
     }
     wrong = requests.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw, secret="nope"), timeout=5)
     for status, answer in [*answers.items(), (401, wrong)]:
         assert answer.status_code == status
         text = answer.text
-        for private in ("webhooks", "ZOOM_WEBHOOK_SECRET_TOKEN", "REACTOR_SIGNATURE_TOLERANCE", "432", "300 s"):
+        for private in ("webhooks", "ZOOM_WEBHOOK_SECRET_TOKEN", "REACTOR_SIGNATURE_TOLERANCE", "932", "7200 s"):
             assert private not in text, f"{status} answer reveals {private!r}: {text}"
 
 
 def test_rejected_requests_are_logged_with_reason_and_skew_rate_limited(make_server):
     server = make_server(env={"WEB_CONCURRENCY": "1"})
     raw = json.dumps(event()).encode()
-    skewed = signed_headers(raw, timestamp=int(time.time()) - 4321)
+    skewed = signed_headers(raw, timestamp=int(time.time()) - 9321)
     requests.post(server.url + "/webhooks/zoom", data=raw, headers=skewed, timeout=5)
     forged = signed_headers(raw, secret="not-the-secret")
     requests.post(server.url + "/webhooks/zoom", data=raw, headers=forged, timeout=5)
     requests.get(server.url + "/wp-admin", timeout=5)
     wait_until(lambda: len(log_lines(server, "rejected request")) == 3)
     clock, signature, probe = log_lines(server, "rejected request")
-    assert clock["status"] == 401 and 4300 <= clock["skew_s"] <= 4400 and "clock" in clock["reason"]
+    assert clock["status"] == 401 and 9300 <= clock["skew_s"] <= 9400 and "clock" in clock["reason"]
     assert signature["status"] == 401 and "does not match" in signature["reason"] and abs(signature["skew_s"]) < 60
     assert probe["status"] == 404 and probe["path"] == "/wp-admin"
     for secret in (SECRET, skewed["x-zm-signature"], forged["x-zm-signature"], "not-the-secret"):
