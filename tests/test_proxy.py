@@ -58,6 +58,7 @@ class Caddy:
                     "XDG_CONFIG_HOME": str(home), "REACTOR_DOMAIN": self.url, "REACTOR_UPSTREAM": upstream,
                     "CADDY_ADMIN": "off", "CADDY_BIND": "127.0.0.1"}
         self.proc: subprocess.Popen | None = None
+        self.start_path = "/readyz"  # answered 200 through the proxy once it is up
 
     def start(self) -> "Caddy":
         self._log = open(self.log_path, "ab")
@@ -68,12 +69,12 @@ class Caddy:
             if self.proc.poll() is not None:
                 raise AssertionError(f"caddy exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if requests.get(self.url + self.start_path, timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.05)
-        raise AssertionError(f"caddy did not pass /readyz through:\n{self.logs()}")
+        raise AssertionError(f"caddy did not pass {self.start_path} through:\n{self.logs()}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -234,3 +235,57 @@ def test_slow_clients_cannot_starve_webhooks_through_the_proxy_but_do_straight_a
     # Once the client is gone, gunicorn answers again (nothing was broken, only starved).
     again = probe(server.url, count=3, every=0.2, timeout=10, first_id=52_000_000_000)
     assert again.answered_in_time == 3, again.describe()
+
+
+def peer_app():
+    """A probe served by the shipped gunicorn_conf (its trust list and middleware): what address and scheme a
+    request is seen with. reactor itself shows neither; the console and the logs will."""
+    from flask import Flask, jsonify, request
+
+    app = Flask(__name__)
+    app.get("/peer")(lambda: jsonify({"remote": request.remote_addr, "scheme": request.scheme}))
+    return app
+
+
+def seen_as(port: int, source: str, headers: dict) -> dict:
+    """GET /peer on 127.0.0.1:`port` from the local address `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", "/peer", headers=headers)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+SPOOFED = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+
+
+@needs_caddy
+def test_forwarded_headers_are_believed_only_from_the_proxy(tmp_path):
+    """gunicorn and caddy on 127.0.0.1 (the default FORWARDED_ALLOW_IPS); the client on 127.0.0.2, another
+    loopback address, so that it is not the proxy."""
+    server = ReactorServer(tmp_path, app="tests.test_proxy:peer_app()", env={"FORWARDED_ALLOW_IPS": None})
+    server.start(wait=False)
+    caddy = None
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                seen_as(server.port, "127.0.0.1", {})
+                break
+            except OSError:
+                time.sleep(0.05)
+        caddy = Caddy(tmp_path, f"127.0.0.1:{server.port}")
+        caddy.start_path = "/peer"
+        caddy.start()
+        # straight at gunicorn, a client's claims are ignored
+        assert seen_as(server.port, "127.0.0.2", SPOOFED) == {"remote": "127.0.0.2", "scheme": "http"}
+        # through the proxy: the proxy replaces the client's X-Forwarded-For with the address it saw, and says
+        # http, the scheme of this test's listener (https in compose)
+        assert seen_as(caddy.port, "127.0.0.2", SPOOFED) == {"remote": "127.0.0.2", "scheme": "http"}
+        # and what the proxy says is believed: a request from the proxy's address with these headers
+        assert seen_as(server.port, "127.0.0.1", SPOOFED) == {"remote": "203.0.113.9", "scheme": "https"}
+    finally:
+        if caddy is not None:
+            caddy.stop()
+        server.stop()
