@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from reactor.web import MAX_BODY
 from tests.conftest import ROOT, ReactorServer, event, free_port, signed_headers
 
 CADDYFILE = ROOT / "Caddyfile"
@@ -204,6 +205,30 @@ def stored_meetings(server: ReactorServer) -> set[str]:
 
 
 # -- the tests --------------------------------------------------------------------------------------------
+
+
+@needs_caddy
+def test_compose_runs_this_caddy_and_the_caddyfile_adapts_to_https_for_the_domain(tmp_path):
+    """What compose.yaml's caddy service loads: the same version as here, https for REACTOR_DOMAIN on every
+    interface, in front of the web service, with the timeouts and the buffering the attack test relies on."""
+    import yaml
+
+    image = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["caddy"]["image"]
+    here = subprocess.run([CADDY, "version"], capture_output=True, text=True, timeout=30).stdout.split()[0]
+    assert image.split(":")[1].split("-")[0] == here.removeprefix("v"), (image, here)
+    out = subprocess.run([CADDY, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"], capture_output=True,
+                         text=True, timeout=30, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+                                                     "REACTOR_DOMAIN": "reactor.example.com"})
+    assert out.returncode == 0, out.stderr
+    server = json.loads(out.stdout)["apps"]["http"]["servers"]["srv0"]
+    assert server["listen"] == ["0.0.0.0:443"]
+    assert "automatic_https" not in server  # certificates and the http -> https redirect: Caddy's defaults
+    assert (server["read_header_timeout"], server["read_timeout"]) == (5e9, 10e9)
+    route = server["routes"][0]
+    assert route["match"] == [{"host": ["reactor.example.com"]}]
+    limit, proxy = route["handle"][0]["routes"][0]["handle"]
+    assert limit == {"handler": "request_body", "max_size": MAX_BODY}  # reactor's own limit, refused before gunicorn
+    assert proxy["buffer_requests"] is True and proxy["upstreams"] == [{"dial": "web:8000"}]
 
 
 @pytest.fixture
