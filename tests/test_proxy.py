@@ -314,3 +314,32 @@ def test_forwarded_headers_are_believed_only_from_the_proxy(tmp_path):
         if caddy is not None:
             caddy.stop()
         server.stop()
+
+
+def measure(target: str, headers: int, bodies: int, gunicorn_args: str = "", tries: int = 5) -> str:
+    """One row of the README's table: `tries` webhooks, 1 s apart, while one client holds the slow connections."""
+    import tempfile
+
+    from tests.conftest import TOWN_HALL_RULES
+
+    with tempfile.TemporaryDirectory(prefix="reactor-slow-") as folder:
+        tmp = Path(folder)
+        server = ReactorServer(tmp, TOWN_HALL_RULES, env={"GUNICORN_CMD_ARGS": gunicorn_args or None}).start()
+        caddy = Caddy(tmp, f"127.0.0.1:{server.port}").start() if target == "proxy" else None
+        try:
+            port, url = (caddy.port, caddy.url) if caddy else (server.port, server.url)
+            with SlowClients(port, headers, bodies) as attack:
+                result = probe(url, count=tries, every=1.0, timeout=10, first_id=53_000_000_000)
+            stored = len(stored_meetings(server) & set(result.sent))
+        finally:
+            if caddy:
+                caddy.stop()
+            server.stop()
+    fast = [t for s, t in zip(result.statuses, result.seconds) if s == 200]
+    timing = f", {min(fast) * 1000:.0f}-{max(fast) * 1000:.0f} ms" if fast else ""
+    return (f"| {target} {gunicorn_args} | {headers} slow-header + {bodies} slow-body (peak {attack.peak} open) | "
+            f"{result.answered_in_time} of {tries} within 1 s{timing}; {stored} stored | {result.describe()} |")
+
+
+if __name__ == "__main__":  # python -m tests.test_proxy TARGET HEADERS BODIES [GUNICORN_CMD_ARGS]
+    print(measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), " ".join(sys.argv[4:])), flush=True)
