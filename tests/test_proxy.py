@@ -6,7 +6,7 @@ answered within 1 s and all stored; straight at gunicorn (2 workers x 8 threads,
 they are not: the README's table. Caddy is Debian's package (`apt-get install -y caddy`, 2.6.2, the version
 compose.yaml pins); without it these tests skip (.ci/run installs it).
 
-`python -m tests.test_proxy` prints the README's table of slow connections against webhooks answered.
+`python -m tests.test_proxy gunicorn|proxy HEADERS BODIES [gunicorn options]` prints one row of the README's table.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -314,6 +313,21 @@ def test_forwarded_headers_are_believed_only_from_the_proxy(tmp_path):
         if caddy is not None:
             caddy.stop()
         server.stop()
+
+
+def test_the_bench_row_through_the_proxy_is_refused_on_any_answer_but_a_2xx():
+    from bench import wrk
+    from bench.run import PROXIED, Run, proxy_rows
+
+    def result(statuses: dict, timeouts: int = 0) -> wrk.Result:
+        errors = {"connect": 0, "read": 0, "write": 0, "timeout": timeouts}
+        return wrk.Result(statuses=statuses, socket_errors=errors, seconds=8.0, p50=10.0, p99=30.0)
+
+    good = [Run(PROXIED[0], result({200: 4000})), Run(PROXIED[1], result({200: 3000}))]
+    assert "0.75x of straight to gunicorn" in proxy_rows(good)[0][1]
+    for bad in (result({200: 3000, 502: 1}), result({200: 3000}, timeouts=2)):
+        value = proxy_rows([good[0], Run(PROXIED[1], bad)])[0][1]
+        assert value.startswith("REFUSED: through the proxy:") and "2xx/s =" not in value, value
 
 
 def measure(target: str, headers: int, bodies: int, gunicorn_args: str = "", tries: int = 5) -> str:
