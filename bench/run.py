@@ -463,12 +463,79 @@ def bench_burst(tmp: Path) -> None:
         zoom.close()
 
 
+# -- 6. ingest through the shipped proxy ------------------------------------------------------------------
+
+PROXIED = ("straight to gunicorn", "through the proxy")  # the order alternates each round
+
+
+def proxy_rows(runs: list[Run]) -> list[tuple[str, str, str]]:
+    """The proxy row: reactor's ingest through the Caddyfile's Caddy against straight to gunicorn, same rounds;
+    refused when either target's runs had any answer but a 2xx."""
+    by = {name: [r for r in runs if r.name == name] for name in PROXIED}
+    for name in PROXIED:
+        why = refusal(by[name], stores=True)
+        if why:
+            return [("reactor ingest through the proxy (Caddyfile) against straight to gunicorn, SQLite",
+                     f"REFUSED: {name}: {why}", "")]
+    straight, proxied = by[PROXIED[0]], by[PROXIED[1]]
+
+    def med(rs: list[Run], key: str) -> float:
+        return statistics.median(r.result.ok_per_second if key == "rps" else getattr(r.result, key) for r in rs)
+
+    ratios = [p.result.ok_per_second / s.result.ok_per_second for s, p in zip(straight, proxied)]
+    return [("reactor ingest through the proxy (Caddyfile) against straight to gunicorn, SQLite",
+             f"{med(proxied, 'rps'):,.0f} 2xx/s = {_spread(ratios)} of straight to gunicorn in the same rounds "
+             f"({med(straight, 'rps'):,.0f} 2xx/s); p50 {med(proxied, 'p50'):.1f} ms, p99 {med(proxied, 'p99'):.1f} ms "
+             f"through the proxy against p50 {med(straight, 'p50'):.1f} ms, p99 {med(straight, 'p99'):.1f} ms; only 2xx",
+             "")]
+
+
+def bench_proxy(tmp: Path) -> None:
+    """reactor as compose runs it (Caddy in front) against gunicorn alone, alternating, a fresh reactor per run."""
+    from tests.test_proxy import CADDY, Caddy
+
+    name = "reactor ingest through the proxy (Caddyfile) against straight to gunicorn, SQLite"
+    if CADDY is None:
+        row(name, "not measured: caddy is not installed (apt-get install -y caddy)")
+        return
+    rounds = 1 if QUICK else 4
+    seconds = 3 if QUICK else 8
+    sequence = [target for n in range(rounds) for target in (PROXIED if n % 2 == 0 else PROXIED[::-1])]
+    print(f"ingest through the proxy (wrk, 32 connections, 2 threads, {len(sequence)} runs of {seconds} s: "
+          f"{rounds} round{'s' if rounds > 1 else ''}, the order alternating):", flush=True)
+    bodies = wrk.deliveries(DISTINCT)
+    zoom = ZoomStandIn()
+    runs: list[Run] = []
+    try:
+        for k, target in enumerate(sequence):
+            folder = tmp / f"proxy-{k}"
+            server = ReactorServer(folder, TOWN_HALL, {"WEB_CONCURRENCY": None}, zoom)
+            caddy = None
+            try:
+                start(server)
+                if target == PROXIED[1]:
+                    caddy = Caddy(folder, f"127.0.0.1:{server.port}").start()
+                script = wrk.write_script(tmp / "proxy-deliveries.lua", SECRET, bodies)  # signed now, for this run
+                result = wrk.run(caddy.url if caddy else server.url, script, seconds)
+            finally:
+                if caddy:
+                    caddy.stop()
+                server.stop()
+            runs.append(Run(target, result))
+            bad = ", ".join(f"{s}: {c}" for s, c in result.not_ok.items()) or "only 2xx"
+            print(f"    run {k + 1}/{len(sequence)} {target}: {result.ok_per_second:,.0f} 2xx/s ({bad})", flush=True)
+    finally:
+        zoom.close()
+    for name, value, target in proxy_rows(runs):
+        row(name, value, target)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as folder:
         tmp = Path(folder)
-        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "reaction", "burst"}
+        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "reaction", "burst", "proxy"}
         for name, fn in (("rules", bench_rules), ("cpu", bench_cpu), ("ingest", bench_ingest),
-                         ("reaction", bench_reaction), ("burst", bench_burst)):
+                         ("reaction", bench_reaction), ("burst", bench_burst), ("proxy", bench_proxy)):
             if name in only:
                 fn(tmp)
     width = max(len(r[0]) for r in ROWS)

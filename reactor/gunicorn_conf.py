@@ -21,6 +21,10 @@ keepalive = 5
 accesslog = None             # reactor logs one JSON line per delivery itself
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
+# Who may tell reactor the client's address and scheme (X-Forwarded-For, X-Forwarded-Proto): the proxy in front,
+# and no one else. Default: a proxy on this machine (gunicorn's own default). compose.yaml sets "*": there gunicorn
+# has no published port and only the caddy container reaches it. Never "*" on a port the public can reach.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
 def on_starting(server):
@@ -56,3 +60,36 @@ def on_reload(server):
                          "\n  ".join(problems))
     else:
         server.log.warning("reactor: rules re-validated; restarting workers with them")
+
+
+WSGI_PEER = "REMOTE_ADDR"  # the address of the connection's other end, in a request's WSGI environ
+
+
+def post_worker_init(worker):
+    """gunicorn believes X-Forwarded-Proto only from forwarded_allow_ips; make X-Forwarded-For obey the same list."""
+    worker.wsgi = from_trusted_proxy(worker.wsgi, worker.cfg.forwarded_allow_ips)
+
+
+def from_trusted_proxy(app, allowed: list[str]):
+    """`app` seeing the client's address and scheme as the proxy gives them (werkzeug's ProxyFix, one proxy: the
+    last X-Forwarded-For and -Proto), for requests whose peer is in `allowed`; any other request, as it came."""
+    import functools
+    import ipaddress
+
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    fixed = ProxyFix(app, x_for=1, x_proto=1)
+    networks = [ipaddress.ip_network(a.strip(), strict=False) for a in allowed if a.strip() not in ("", "*")]
+
+    @functools.lru_cache(maxsize=256)
+    def trusted(peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False  # not an IP address (a UNIX socket): nothing says who is on the other end
+        return "*" in allowed or any(address in network for network in networks)
+
+    def wsgi(environ, start_response):
+        return (fixed if trusted(environ.get(WSGI_PEER, "")) else app)(environ, start_response)
+
+    return wsgi

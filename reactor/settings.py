@@ -67,6 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_CONCURRENCY", "gunicorn worker processes", "one per core, at least 2"),
     Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "8"),
     Setting("GUNICORN_LOGLEVEL", "gunicorn's own log level", "warning"),
+    Setting("FORWARDED_ALLOW_IPS", "the proxy's addresses (or networks, or *): only from these are X-Forwarded-For "
+            "and -Proto believed", "127.0.0.1,::1"),
 )
 SETTING = {s.name: s for s in SETTINGS}
 

@@ -5,6 +5,7 @@ No container engine runs on this machine (`docker info` finds no daemon), so the
 not built: its base, its non-root USER, its CMD against the Procfile, and gunicorn honouring PORT.
 The platforms' keys are checked against the lists in their published references (Heroku's app.json schema,
 Render's render.yaml JSON schema, Fly's fly.toml reference), transcribed below.
+compose.yaml's proxy is checked against the top-level Caddyfile here; tests/test_proxy.py runs that file.
 """
 from __future__ import annotations
 
@@ -234,6 +235,55 @@ def compose_problems(doc: dict, dockerfile: str) -> list[str]:
     return problems
 
 
+CADDY_NEEDS = {  # the Caddyfile's directives that keep a slow client off gunicorn's threads (tests/test_proxy.py)
+    "read_header": "a client may take forever to send its headers",
+    "read_body": "a client may take forever to send its body",
+    "buffer_requests": "gunicorn would read each body as slowly as the client sends it",
+}
+
+
+def proxy_problems(doc: dict, dockerfile: str, caddyfile: str) -> list[str]:
+    """compose.yaml's proxy runs the repository's Caddyfile in front of the web process, which nothing else reaches;
+    the Caddyfile reads what compose sets and keeps its timeouts and buffering."""
+    problems = []
+    default_cmd = json.loads(re.findall(r"^CMD (.*)$", dockerfile, re.M)[-1])
+    services = doc.get("services", {})
+    webs = {name: s for name, s in services.items()
+            if s.get("build") is not None and process_of(s.get("command", default_cmd)) == "web"}
+    for name, web in webs.items():
+        if web.get("ports"):
+            problems.append(f"compose.yaml {name}: publishes gunicorn's port: only the proxy may reach it")
+        if not web.get("environment", {}).get("FORWARDED_ALLOW_IPS"):
+            problems.append(f"compose.yaml {name}: FORWARDED_ALLOW_IPS unset: the proxy's X-Forwarded-Proto is ignored")
+    proxies = {name: s for name, s in services.items() if str(s.get("image", "")).startswith("caddy:")}
+    if not proxies:
+        return problems + ["compose.yaml: no caddy service in front of web"]
+    for name, proxy in proxies.items():
+        where = f"compose.yaml {name}"
+        volumes = proxy.get("volumes", [])
+        if "./Caddyfile:/etc/caddy/Caddyfile:ro" not in volumes:
+            problems.append(f"{where}: does not run the repository's Caddyfile")
+        if not any(str(v).startswith("caddy_data:/data") for v in volumes):
+            problems.append(f"{where}: certificates are not kept in a volume (each restart would ask for new ones)")
+        published = {str(p).rsplit(":", 1)[-1] for p in proxy.get("ports", [])}
+        if not {"80", "443"} <= published:
+            problems.append(f"{where}: does not publish ports 80 and 443 (certificates, https)")
+        env = proxy.get("environment", {})
+        if not str(env.get("REACTOR_DOMAIN", "")).startswith("${REACTOR_DOMAIN:?"):
+            problems.append(f"{where}: REACTOR_DOMAIN is not required from .env")
+        read = dict(re.findall(r"\{\$([A-Z_][A-Z0-9_]*)(?::([^}]*))?\}", caddyfile))
+        problems += [f"{where}: sets {n}, which the Caddyfile does not read" for n in sorted(set(env) - set(read))]
+        problems += [f"{where}: the Caddyfile needs {n} and it is not set" for n, default in sorted(read.items())
+                     if not default and n not in env]
+        upstream = read.get("REACTOR_UPSTREAM", "")
+        host, _, port = upstream.rpartition(":")
+        if host not in webs or str(webs[host].get("environment", {}).get("PORT")) != port:
+            problems.append(f"Caddyfile: its upstream {upstream or '(none)'} is not a web service's PORT")
+    problems += [f"Caddyfile: no {d} ({why})" for d, why in CADDY_NEEDS.items()
+                 if not re.search(rf"^\s*{d}\b", caddyfile, re.M)]
+    return problems
+
+
 # -- the files as shipped ------------------------------------------------------------------------
 
 
@@ -269,6 +319,10 @@ def test_dockerfile():
 
 def test_compose_yaml():
     assert compose_problems(load("compose.yaml"), (ROOT / "Dockerfile").read_text()) == []
+
+
+def test_compose_proxy():
+    assert proxy_problems(load("compose.yaml"), (ROOT / "Dockerfile").read_text(), (ROOT / "Caddyfile").read_text()) == []
 
 
 def test_gunicorn_binds_port_and_stops_within_the_grace_the_files_give():
@@ -362,3 +416,26 @@ def test_dockerfile_checker_fails_on(edit, problem):
 ], ids=["unknown-variable", "missing-required", "unknown-command", "grace-period"])
 def test_compose_checker_fails_on(change, problem):
     assert problem in compose_problems(broken("compose.yaml", change), (ROOT / "Dockerfile").read_text())
+
+
+@pytest.mark.parametrize("change,edit,problem", [
+    (lambda d: d["services"]["web"].update({"ports": ["8000:8000"]}), None,
+     "compose.yaml web: publishes gunicorn's port: only the proxy may reach it"),
+    (lambda d: d["services"]["web"]["environment"].pop("FORWARDED_ALLOW_IPS"), None,
+     "compose.yaml web: FORWARDED_ALLOW_IPS unset: the proxy's X-Forwarded-Proto is ignored"),
+    (lambda d: d["services"]["caddy"]["volumes"].pop(0), None, "compose.yaml caddy: does not run the repository's Caddyfile"),
+    (lambda d: d["services"]["caddy"]["environment"].update({"REACTOR_DOMAIN": "${REACTOR_DOMAIN:-localhost}"}), None,
+     "compose.yaml caddy: REACTOR_DOMAIN is not required from .env"),
+    (lambda d: d["services"]["caddy"]["environment"].update({"REACTOR_HOST": "x"}), None,
+     "compose.yaml caddy: sets REACTOR_HOST, which the Caddyfile does not read"),
+    (None, lambda t: t.replace("web:8000", "web:8080"), "Caddyfile: its upstream web:8080 is not a web service's PORT"),
+    (None, lambda t: t.replace("buffer_requests", "# buffer_requests"),
+     "Caddyfile: no buffer_requests (gunicorn would read each body as slowly as the client sends it)"),
+    (None, lambda t: t.replace("read_header 5s", ""),
+     "Caddyfile: no read_header (a client may take forever to send its headers)"),
+], ids=["web-published", "no-forwarded-allow-ips", "no-caddyfile", "domain-optional", "unknown-variable",
+        "wrong-upstream", "no-buffering", "no-header-timeout"])
+def test_proxy_checker_fails_on(change, edit, problem):
+    doc = broken("compose.yaml", change) if change else load("compose.yaml")
+    caddyfile = (ROOT / "Caddyfile").read_text()
+    assert problem in proxy_problems(doc, (ROOT / "Dockerfile").read_text(), edit(caddyfile) if edit else caddyfile)
