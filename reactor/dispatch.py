@@ -41,6 +41,7 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
+        self._alive_since = 0.0    # when this process's first heartbeat was recorded
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> "Dispatcher":
@@ -50,8 +51,14 @@ class Dispatcher:
 
     # -- lifecycle
     def start(self) -> None:
-        """Start the threads (in the process that will run them: after fork), alive from the start."""
-        self.store.heartbeat(self.owner, self.clock())
+        """Start the threads (in the process that will run them: after fork). They claim nothing until
+        this process's heartbeat is recorded (a database that is down at start-up delays that; it
+        does not stop the process)."""
+        try:
+            self._beat(self.clock())
+        except StoreError as exc:
+            log("dispatcher: no heartbeat yet, the store is unavailable; claiming nothing until it is back", 30,
+                error=str(exc))
         for n in range(self.threads):
             thread = threading.Thread(target=self._loop, name=f"reactor-dispatch-{n}", daemon=True)
             thread.start()
@@ -100,14 +107,20 @@ class Dispatcher:
         """Every few seconds (the housekeeping thread, never busy with a call): say this process is
         alive, and release the leases of dispatchers on any host whose heartbeat went silent."""
         now = self.clock()
-        self.store.heartbeat(self.owner, now)
+        self._beat(now)
         for owner, jobs in self.store.release_dead(now, SILENT_FOR).items():
             log("released the jobs of a silent dispatcher", owner=owner, jobs=jobs)
 
     # -- one job
+    def _beat(self, now: float) -> None:
+        self.store.heartbeat(self.owner, now)
+        self._alive_since = self._alive_since or now
+
     def run_once(self) -> bool:
-        """Claim and run one due job; False when none was due."""
+        """Claim and run one due job; False when none was due (or this process is not known alive yet)."""
         now = self.clock()
+        if not self._alive_since:  # a lease without a heartbeat would be released as a dead process's
+            self._beat(now)
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
             self.store.prune(now - self.settings.history_days * 86400)
