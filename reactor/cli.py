@@ -315,6 +315,10 @@ def cmd_dev(args, settings: Settings) -> int:
     if not all((settings.account_id, settings.client_id, settings.client_secret)):
         env.setdefault("REACTOR_DRY_RUN", "1")
         notes.append("no Zoom credentials: DRY RUN, actions are recorded, not sent")
+    if not settings.console_password:
+        env["REACTOR_CONSOLE_PASSWORD"] = _local_console_password()
+    notes.append(f"console: http://127.0.0.1:{settings.port}/console (password: "
+                 f"{'REACTOR_CONSOLE_PASSWORD' if settings.console_password else LOCAL_CONSOLE_FILE})")
     env.setdefault("YOUTUBE_STREAM_KEY", "local-demo-stream-key")
     env.setdefault("WEB_CONCURRENCY", "2")
     env["PORT"] = str(settings.port)
@@ -329,3 +333,18 @@ def cmd_dev(args, settings: Settings) -> int:
     cmd = [sys.executable, "-m", "gunicorn", "-c", "python:reactor.gunicorn_conf", "--bind",
            f"127.0.0.1:{settings.port}", "reactor:create_app()"]
     os.execve(cmd[0], cmd, env)
+
+
+LOCAL_CONSOLE_FILE = Path("var/console-password")
+
+
+def _local_console_password() -> str:
+    """The console password `make run` uses when none is configured: made once, kept in var/ (0600)."""
+    if LOCAL_CONSOLE_FILE.exists():
+        return LOCAL_CONSOLE_FILE.read_text().strip()
+    LOCAL_CONSOLE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    value = pysecrets.token_urlsafe(18)
+    LOCAL_CONSOLE_FILE.touch(mode=0o600)
+    LOCAL_CONSOLE_FILE.chmod(0o600)
+    LOCAL_CONSOLE_FILE.write_text(value + "\n")
+    return value
