@@ -85,6 +85,10 @@ def store_down(exc):
 
 
 @bp.errorhandler(HTTPException)
+@bp.errorhandler(400)  # by code too: the app's own 404/405/413 handlers (JSON, for Zoom) come first otherwise
+@bp.errorhandler(404)
+@bp.errorhandler(405)
+@bp.errorhandler(413)
 def http_error(exc):
     messages = {413: "that was larger than 1 MiB: paste one event, not a file of them",
                 404: "there is no such console page", 405: "use the page's buttons for that"}
