@@ -399,3 +399,38 @@ def test_a_retry_with_a_note_is_in_the_history_and_bulk_retry_takes_only_the_fil
         "requeued", "retried from the console by 10.0.0.7", T0 + 9)
     assert store.retry(jobs[1], T0 + 9, T0 + 3000, note="again") == 0, "only dead jobs"
     assert store.dead_job_ids() == [jobs[2], jobs[0]]
+
+
+def test_the_console_reads_search_indexes_instead_of_scanning_sqlite(tmp_path):
+    """Every console read with a filter is an index search (EXPLAIN QUERY PLAN says SEARCH, never SCAN):
+    its cost follows the rows it shows, not the size of the history. (The unfiltered list walks the primary
+    key newest first and stops at a page; a topic search reads topics newest first: both are SCANs.)"""
+    from reactor.store.sqlite import SQLiteStore
+
+    seen = []
+
+    class Watched(SQLiteStore):
+        def run(self, conn, sql, params=()):
+            seen.append((sql, params))
+            return super().run(conn, sql, params)
+
+    store = Watched(str(tmp_path / "plans.db"))
+    store.migrate()
+    for n in range(30):
+        store.accept(console_delivery(f"x{n}", n, meeting=str(n % 4), at=T0 + n), [action(f"meetings/{n % 4}")], T0 + 1800)
+    seen.clear()
+    store.console_overview(T0 + 40)
+    store.deliveries_page(q="2")
+    store.deliveries_page(q="inst-x3")
+    store.deliveries_page(event="meeting.ended", before_id=20)
+    store.deliveries_page(since=T0 + 20, until=T0 + 25)
+    store.delivery(3)
+    store.meeting_timeline("1")
+    store.dead_job_ids(q="1")
+    store.rule_matches(T0 + 20)
+    reads = [(sql, params) for sql, params in seen if sql.lstrip().upper().startswith("SELECT")]
+    assert len(reads) >= 15
+    conn = store._conn()
+    for sql, params in reads:
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+        assert "SCAN" not in plan, (sql, plan)
