@@ -117,7 +117,8 @@ class Store:
     def console_overview(self, now: float) -> dict:
         """{"hour": {...}, "day": {...}, "oldest_pending_due": due_at or None, "totals": counts()}, where
         each window holds "deliveries" {event: n} received in the last hour (day) and "actions"
-        {status: n} of the jobs of those deliveries."""
+        {status: n} of the jobs of those deliveries (taken by delivery id: from the first delivery received
+        in the window on); "open" is {"pending": n, "running": n, "dead": n} over the whole history."""
         raise NotImplementedError
 
     def deliveries_page(self, before_id: int | None = None, limit: int = 50, event: str | None = None,
