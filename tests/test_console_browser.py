@@ -68,8 +68,9 @@ def log_in(driver, server) -> None:
 
 def test_an_operator_finds_a_delivery_reads_why_retries_it_and_logs_out(make_server, zoom, browser):
     server = make_server(RULES, env={"REACTOR_CONSOLE_PASSWORD": PASSWORD}, zoom=zoom)
-    zoom.script("/v2/meetings/86000000001/livestream/status",
-                [Reply(400, {"code": 3000, "message": "Cannot start the live stream: the stream URL is not set"})])
+    zoom.script("/v2/meetings/86000000001/livestream/status",  # then a slow success: the page shows it running first
+                [Reply(400, {"code": 3000, "message": "Cannot start the live stream: the stream URL is not set"}),
+                 Reply(204, delay=1.5)])
     server.post(event(meeting_id="86000000001", topic="Town Hall - December"))
     server.post(event(meeting_id="86000000002", topic="Weekly sync"))
     server.wait_jobs(1)
@@ -100,6 +101,7 @@ def test_an_operator_finds_a_delivery_reads_why_retries_it_and_logs_out(make_ser
     browser.back()
     wait(browser, lambda d: d.find_elements(By.ID, f"retry-{job}"))
     browser.find_element(By.ID, f"retry-{job}").click()
+    wait(browser, lambda d: d.find_element(By.ID, f"status-{job}").text in ("pending", "running"))
     wait(browser, lambda d: d.find_element(By.ID, f"status-{job}").text == "done")  # the page refreshes itself
     assert f"action {job} re-queued" in text(browser) or "requeued" in text(browser)
     assert "retried from the console" in text(browser)

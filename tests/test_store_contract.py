@@ -434,3 +434,17 @@ def test_the_console_reads_search_indexes_instead_of_scanning_sqlite(tmp_path):
     for sql, params in reads:
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
         assert "SCAN" not in plan, (sql, plan)
+
+
+def test_a_topic_search_reads_a_bounded_window_per_page_and_pages_on(store, monkeypatch):
+    import reactor.store.sql as sql
+
+    monkeypatch.setattr(sql, "TOPIC_SCAN", 5)
+    ids = [store.accept(console_delivery(f"w{n}", n, at=T0 + n, topic="Board" if n in (1, 8) else "Sync"), [],
+                        T0 + 1800).delivery_id for n in range(12)]
+    first = store.deliveries_page(q="board")
+    assert [r["id"] for r in first["rows"]] == [ids[8]] and first["scanned_to"] == ids[11] - 4
+    second = store.deliveries_page(q="board", before_id=first["next"])
+    assert second["rows"] == [] and second["scanned_to"] == ids[2]
+    third = store.deliveries_page(q="board", before_id=second["next"])
+    assert [r["id"] for r in third["rows"]] == [ids[1]] and third["next"] is None and third["scanned_to"] is None

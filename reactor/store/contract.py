@@ -126,7 +126,9 @@ class Store:
         """One page of deliveries, newest first, with ids below `before_id` (keyset paging, never OFFSET):
         {"rows": [summary], "next": the before_id of the next page or None, "search": how q was read}.
         `q` is a meeting or webinar id (all digits: "meeting"), else a meeting instance uuid when one is
-        stored ("uuid"), else a case-insensitive substring of the topic ("topic"). A summary has id, event,
+        stored ("uuid"), else a case-insensitive substring of the topic ("topic"): no index holds substrings, so
+        one page reads at most the 100,000 newest ids below `before_id`; when it stops there with older
+        deliveries unread, "scanned_to" is that id and "next" continues from it. A summary has id, event,
         received_at, order_key, instance, topic, matched (rule names) and jobs ({status: n})."""
         raise NotImplementedError
 

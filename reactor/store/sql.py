@@ -17,6 +17,7 @@ from .group_commit import GroupCommit
 
 ID_SLACK = 10.0  # seconds: a delivery's id is given at its commit, within ACCEPT_WAIT of its receipt
 MAX_ID = 2 ** 63 - 1
+TOPIC_SCAN = 100_000  # deliveries whose topic one page of a topic search reads at most (newest first)
 PACING_MARGIN = 0.05  # calls are spaced (1 + margin) / rate apart: any 1 s window holds `rate` calls even
                       # when network and scheduling jitter shift them by up to margin seconds
 
@@ -307,11 +308,21 @@ class SQLStore(GroupCommit, Store):
             if before_id is not None:
                 where.append("d.id < ?")
                 args.append(before_id)
+            floor = None
+            if search == "topic":  # a substring has no index: read at most TOPIC_SCAN ids per page
+                top = self.run(conn, "SELECT max(id) AS m FROM deliveries").fetchone()["m"] or 0
+                floor = min(before_id if before_id is not None else MAX_ID, top + 1) - TOPIC_SCAN
+                where.append("d.id >= ?")
+                args.append(floor)
             rows = self.run(conn,
                 "SELECT d.id, d.event, d.received_at, d.order_key, d.instance, d.topic, d.verdicts FROM deliveries d"
                 + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY d.id DESC LIMIT ?",
                 (*args, limit + 1)).fetchall()
             more, rows = len(rows) > limit, rows[:limit]
+            scanned_to = None
+            if floor is not None and not more and self.run(
+                    conn, "SELECT 1 FROM deliveries WHERE id < ? LIMIT 1", (floor,)).fetchone():
+                scanned_to = floor  # older deliveries remain unread: the next page reads on from here
             jobs: dict = {}
             if rows:
                 marks = ", ".join("?" for _ in rows)
@@ -321,7 +332,8 @@ class SQLStore(GroupCommit, Store):
         out = [{"id": r["id"], "event": r["event"], "received_at": r["received_at"], "order_key": r["order_key"],
                 "instance": r["instance"], "topic": r["topic"], "jobs": jobs.get(r["id"], {}),
                 "matched": [v["rule"] for v in json.loads(r["verdicts"]) if v.get("matched")]} for r in rows]
-        return {"rows": out, "next": out[-1]["id"] if more else None, "search": search}
+        return {"rows": out, "next": out[-1]["id"] if more else scanned_to, "search": search,
+                "scanned_to": scanned_to}
 
     def delivery(self, delivery_id: int) -> dict | None:
         with self.reading() as conn:
