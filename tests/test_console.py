@@ -213,10 +213,16 @@ def test_hostile_query_strings_and_paths_get_a_message_never_a_500(make_server):
     token = csrf_of(session.get(server.url + "/console/rules", timeout=10).text)
     for body, status in (("{not json", 400), ("[1, 2]", 400), ("[" * 5000 + "]" * 5000, 400),
                          (json.dumps({"event": "meeting.started", "payload": {"object": "x" * 300_000}}), 400),
-                         ("x" * (2 * 1024 * 1024), 413)):
+                         ("x" * 600_000, 400)):
         answer = session.post(server.url + "/console/rules", data={"csrf": token, "event": body}, timeout=30)
         assert answer.status_code == status and message(answer.text), (body[:40], answer.status_code)
-    assert session.get(server.url + "/readyz", timeout=10).status_code == 200
+    try:  # over 1 MiB: refused before it is read (413), or the connection closed while the client still sends
+        huge = session.post(server.url + "/console/rules", data={"csrf": token, "event": "x" * (2 * 1024 * 1024)},
+                            timeout=30)
+        assert huge.status_code == 413 and "1 MiB" in message(huge.text)
+    except requests.ConnectionError:
+        pass
+    assert requests.get(server.url + "/readyz", timeout=10).status_code == 200, "the server still answers"
 
 
 def test_no_page_shows_a_secret_and_every_page_has_a_strict_csp(make_server, zoom):
