@@ -7,7 +7,6 @@ import json
 import re
 import time
 
-import pytest
 import requests
 
 from tests.conftest import CLIENT_SECRET, SECRET, STREAM_KEY, TOWN_HALL_RULES, event
