@@ -530,12 +530,22 @@ def bench_proxy(tmp: Path) -> None:
         row(name, value, target)
 
 
+def bench_console_section(tmp: Path) -> None:
+    """7. the console's pages on 1,000,000 deliveries per backend (bench/console.py)."""
+    from bench.console import bench_console
+
+    for backend in ("SQLite", "PostgreSQL"):
+        (tmp / backend).mkdir(exist_ok=True)
+    bench_console(tmp, row)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as folder:
         tmp = Path(folder)
-        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "reaction", "burst", "proxy"}
+        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "reaction", "burst", "proxy", "console"}
         for name, fn in (("rules", bench_rules), ("cpu", bench_cpu), ("ingest", bench_ingest),
-                         ("reaction", bench_reaction), ("burst", bench_burst), ("proxy", bench_proxy)):
+                         ("reaction", bench_reaction), ("burst", bench_burst), ("proxy", bench_proxy),
+                         ("console", bench_console_section)):
             if name in only:
                 fn(tmp)
     width = max(len(r[0]) for r in ROWS)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .console import init_console
 from .errors import SchemaError, StoreError
 from .housekeeping import start_housekeeping
 from .live_rules import ActiveRules
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY  # the one body limit: werkzeug answers 413 through too_large()
     app.extensions["reactor"] = reactor
     app.register_blueprint(bp)
+    init_console(app, settings)  # /console: the operator console, or a 404 saying how to turn it on
     _json_errors(app)
 
     if settings.dispatch == "inline":

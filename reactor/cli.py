@@ -483,6 +483,10 @@ def cmd_dev(args, settings: Settings) -> int:
         env.setdefault("REACTOR_DRY_RUN", "1")
         notes.append("no Zoom credentials: DRY RUN, actions are recorded, not sent (an unset ${NAME} in the "
                      "rules is shown as unset)")
+    if not settings.console_password:
+        env["REACTOR_CONSOLE_PASSWORD"] = _local_console_password()
+    notes.append(f"console: http://127.0.0.1:{settings.port}/console (password: "
+                 f"{'REACTOR_CONSOLE_PASSWORD' if settings.console_password else LOCAL_CONSOLE_FILE})")
     env.setdefault("WEB_CONCURRENCY", "2")
     env["PORT"] = str(settings.port)
     _private_file(DEV_PORT_FILE, f"{settings.port}\n")
@@ -512,3 +516,15 @@ def _this_tool() -> str:
     except ValueError:
         shown = str(target)
     return shlex.quote(shown) + suffix
+
+
+LOCAL_CONSOLE_FILE = Path("var/console-password")
+
+
+def _local_console_password() -> str:
+    """The console password `make run` uses when none is configured: made once, kept in var/ (0600)."""
+    if LOCAL_CONSOLE_FILE.exists():
+        return LOCAL_CONSOLE_FILE.read_text().strip()
+    value = pysecrets.token_urlsafe(18)
+    _private_file(LOCAL_CONSOLE_FILE, value + "\n")
+    return value

@@ -28,6 +28,7 @@ class NewDelivery:
     order_key: str = ""        # Target.key of the event's meeting or webinar, "" when none
     confirms: str = ""         # for live_streaming_started/stopped: "livestream.start" / "livestream.stop"
     instance: str = ""         # the meeting or webinar instance (payload.object.uuid), "" when none
+    topic: str = ""            # payload.object.topic when it is text, for the console's search
 
 
 @dataclass(frozen=True)

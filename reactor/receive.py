@@ -51,8 +51,14 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secret:
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
         body=redact(body), verdicts=_verdicts(verdicts, skipped),
-        order_key=target.key if target else "", confirms=event.confirms, instance=event.instance)
+        order_key=target.key if target else "", confirms=event.confirms, instance=event.instance,
+        topic=_topic(event.field("topic")))
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline)
+
+
+def _topic(value) -> str:
+    """The topic as the console searches it: text only, without NUL (PostgreSQL's text cannot hold it)."""
+    return value.replace("\x00", "")[:300] if isinstance(value, str) else ""
 
 
 def _verdicts(verdicts, skipped: list[Skipped]) -> list[dict]:

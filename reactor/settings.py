@@ -8,6 +8,7 @@ from typing import Mapping
 from .errors import ConfigError
 
 DEFAULT_SQLITE_PATH = "var/reactor.db"
+CONSOLE_PASSWORD_MIN = 12
 
 CALLS = "unless REACTOR_DRY_RUN=1"      # required by the processes that call Zoom (web, worker)
 WEBHOOKS = "in web processes"            # required where webhooks are received (not a dedicated worker)
@@ -64,6 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REACTOR_RULES", "rules folder or file", "rules", field="rules_path"),
     Setting("REACTOR_SECRET_KEY", "Fernet key for enc: values in rules (`python -m reactor keygen`)", secret=True,
             field="secret_key"),
+    Setting("REACTOR_CONSOLE_PASSWORD", "turns the operator console on at /console and is its password (at least "
+            "12 characters); unset: no console", secret=True, field="console_password"),
+    Setting("REACTOR_CONSOLE_READONLY", "1: the console shows everything and changes nothing (no retries)", "0",
+            field="console_readonly", kind="flag"),
     Setting("WEB_CONCURRENCY", "gunicorn worker processes", "one per core, at least 2"),
     Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "8"),
     Setting("GUNICORN_LOGLEVEL", "gunicorn's own log level", "warning"),
@@ -92,6 +97,8 @@ class Settings:
     history_days: int = 30
     secret_key: str = field(default="", repr=False)
     port: int = 8000                   # where gunicorn listens (PaaS set PORT); `send` posts there
+    console_password: str = field(default="", repr=False)  # "": no console
+    console_readonly: bool = False
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(api_url={self.api_url!r}, rules_path={self.rules_path!r}, dry_run={self.dry_run})"
@@ -122,6 +129,10 @@ class Settings:
             problems.append(f"REACTOR_SIGNATURE_TOLERANCE ({tolerance} s) must be shorter than REACTOR_HISTORY_DAYS "
                             f"({kept} days): a replayed delivery is refused as a duplicate only while the first "
                             f"is remembered")
+        password = values.get("console_password") or ""
+        if password and len(password) < CONSOLE_PASSWORD_MIN:
+            problems.append(f"REACTOR_CONSOLE_PASSWORD is {len(password)} characters: use at least "
+                            f"{CONSOLE_PASSWORD_MIN} (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(18))'`)")
         if problems:
             raise config_error(problems)
         settings = cls(**values)

@@ -354,3 +354,122 @@ def test_retry_chain_brings_back_the_rules_later_actions_and_says_why_not(store)
     assert start_again.id == start_id and not store.failed_before(start_again)
     statuses = {j["id"]: j["status"] for d in store.history() for j in d["jobs"]}
     assert statuses[other_id] == "dead", "another rule's dead action stays dead"
+
+
+# -- the console's reads (reactor/console) ------------------------------------------------------------
+
+
+def console_delivery(key, n, event="meeting.started", meeting="1", topic="Weekly sync", instance=None, at=T0):
+    return NewDelivery(dedup_key=key, event=event, event_ts_ms=int(at * 1000) + n, received_at=at,
+                       body={"event": event}, verdicts=[{"rule": "r", "matched": True, "why": ""},
+                                                        {"rule": "other", "matched": False, "why": "no"}],
+                       order_key=f"meetings/{meeting}", instance=instance or f"inst-{key}", topic=topic)
+
+
+def test_deliveries_page_walks_newest_first_by_id_and_filters(store):
+    ids = [store.accept(console_delivery(f"p{n}", n, meeting=str(100 + n % 3), at=T0 + n,
+                                         event="meeting.ended" if n % 4 == 0 else "meeting.started",
+                                         topic="Town Hall 50%_off" if n == 7 else f"Sync {n}"),
+                        [action(f"meetings/{100 + n % 3}")], T0 + 1800).delivery_id for n in range(12)]
+    first = store.deliveries_page(limit=5)
+    assert [r["id"] for r in first["rows"]] == ids[::-1][:5] and first["next"] == ids[7]
+    second = store.deliveries_page(before_id=first["next"], limit=5)
+    assert [r["id"] for r in second["rows"]] == ids[::-1][5:10]
+    last = store.deliveries_page(before_id=second["next"], limit=5)
+    assert [r["id"] for r in last["rows"]] == ids[1::-1] and last["next"] is None
+    assert first["rows"][0]["jobs"] == {"pending": 1} and first["rows"][0]["matched"] == ["r"]
+    assert [r["id"] for r in store.deliveries_page(event="meeting.ended")["rows"]] == [ids[8], ids[4], ids[0]]
+    assert [r["id"] for r in store.deliveries_page(since=T0 + 9.5)["rows"]] == [ids[11], ids[10]]
+    assert [r["id"] for r in store.deliveries_page(until=T0 + 1.5)["rows"]] == [ids[1], ids[0]]
+    assert [r["id"] for r in store.deliveries_page(since=T0 + 3, until=T0 + 5, event="meeting.ended")["rows"]] == [ids[4]]
+    assert store.deliveries_page(since=T0 + 100)["rows"] == []
+    meeting = store.deliveries_page(q="101")
+    assert meeting["search"] == "meeting" and [r["id"] for r in meeting["rows"]] == [ids[10], ids[7], ids[4], ids[1]]
+    uuid = store.deliveries_page(q="inst-p5")
+    assert uuid["search"] == "uuid" and [r["id"] for r in uuid["rows"]] == [ids[5]]
+    topic = store.deliveries_page(q="hall 50%_")
+    assert topic["search"] == "topic" and [r["id"] for r in topic["rows"]] == [ids[7]]
+    assert store.deliveries_page(q="50%x")["rows"] == [], "% and _ in q are literal, not wildcards"
+
+
+def test_delivery_timeline_overview_and_rule_matches(store):
+    b = store.accept(console_delivery("t2", 1, meeting="55", at=T0 + 20, event="meeting.ended"),
+                     [action("meetings/55", kind="livestream.stop")], T0 + 1800)
+    a = store.accept(console_delivery("t1", 2, meeting="55", at=T0 + 10), [action("meetings/55")], T0 + 1800)
+    store.accept(console_delivery("t3", 0, meeting="56", at=T0 - 7200), [action("meetings/56")], T0 + 1800)
+    one = store.delivery(a.delivery_id)
+    assert one["topic"] == "Weekly sync" and [j["id"] for j in one["jobs"]] == list(a.job_ids)
+    assert store.delivery(10 ** 9) is None
+    assert [d["id"] for d in store.meeting_timeline("55")] == [a.delivery_id, b.delivery_id], "by event time, not id"
+    over = store.console_overview(T0 + 30)
+    assert over["hour"]["deliveries"] == {"meeting.ended": 1, "meeting.started": 1}
+    assert over["day"]["deliveries"] == {"meeting.ended": 1, "meeting.started": 2}
+    assert over["hour"]["actions"] == {"pending": 2} and over["open"]["pending"] == 3
+    assert over["oldest_pending_due"] == T0 - 7200
+    assert store.rule_matches(T0) == {"r": 2} and store.rule_matches(T0 - 8000) == {"r": 3}
+
+
+def test_a_retry_with_a_note_is_in_the_history_and_bulk_retry_takes_only_the_filters_dead_jobs(store):
+    jobs = {}
+    for n, meeting in enumerate(("70", "71", "70")):
+        jobs[n] = store.accept(console_delivery(f"r{n}", n, meeting=meeting, at=T0 + n), [action(f"meetings/{meeting}")],
+                               T0 + 1800).job_ids[0]
+    for _ in range(3):
+        job = store.claim("a", T0 + 5, 60)
+        store.finish(job, "a", Attempt(T0 + 5, "dead", 400, 3000, "Cannot start"), "dead")
+    assert store.dead_job_ids(q="70") == [jobs[2], jobs[0]] and store.dead_job_ids(q="72") == []
+    assert store.retry(jobs[1], T0 + 9, T0 + 3000, note="retried from the console by 10.0.0.7") == 1
+    log = store.delivery(store.history(meeting="71")[0]["id"])["jobs"][0]["attempt_log"]
+    assert [(a["outcome"], a["message"], a["at"]) for a in log][-1] == (
+        "requeued", "retried from the console by 10.0.0.7", T0 + 9)
+    assert store.retry(jobs[1], T0 + 9, T0 + 3000, note="again") == 0, "only dead jobs"
+    assert store.dead_job_ids() == [jobs[2], jobs[0]]
+
+
+def test_the_console_reads_search_indexes_instead_of_scanning_sqlite(tmp_path):
+    """Every console read with a filter is an index search (EXPLAIN QUERY PLAN says SEARCH, never SCAN):
+    its cost follows the rows it shows, not the size of the history. (The unfiltered list walks the primary
+    key newest first and stops at a page; a topic search reads topics newest first: both are SCANs.)"""
+    from reactor.store.sqlite import SQLiteStore
+
+    seen = []
+
+    class Watched(SQLiteStore):
+        def run(self, conn, sql, params=()):
+            seen.append((sql, params))
+            return super().run(conn, sql, params)
+
+    store = Watched(str(tmp_path / "plans.db"))
+    store.migrate()
+    for n in range(30):
+        store.accept(console_delivery(f"x{n}", n, meeting=str(n % 4), at=T0 + n), [action(f"meetings/{n % 4}")], T0 + 1800)
+    seen.clear()
+    store.console_overview(T0 + 40)
+    store.deliveries_page(q="2")
+    store.deliveries_page(q="inst-x3")
+    store.deliveries_page(event="meeting.ended", before_id=20)
+    store.deliveries_page(since=T0 + 20, until=T0 + 25)
+    store.delivery(3)
+    store.meeting_timeline("1")
+    store.dead_job_ids(q="1")
+    store.rule_matches(T0 + 20)
+    reads = [(sql, params) for sql, params in seen if sql.lstrip().upper().startswith("SELECT")]
+    assert len(reads) >= 15
+    conn = store._conn()
+    for sql, params in reads:
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+        assert "SCAN" not in plan, (sql, plan)
+
+
+def test_a_topic_search_reads_a_bounded_window_per_page_and_pages_on(store, monkeypatch):
+    import reactor.store.sql as sql
+
+    monkeypatch.setattr(sql, "TOPIC_SCAN", 5)
+    ids = [store.accept(console_delivery(f"w{n}", n, at=T0 + n, topic="Board" if n in (1, 8) else "Sync"), [],
+                        T0 + 1800).delivery_id for n in range(12)]
+    first = store.deliveries_page(q="board")
+    assert [r["id"] for r in first["rows"]] == [ids[8]] and first["scanned_to"] == ids[11] - 4
+    second = store.deliveries_page(q="board", before_id=first["next"])
+    assert second["rows"] == [] and second["scanned_to"] == ids[2]
+    third = store.deliveries_page(q="board", before_id=second["next"])
+    assert [r["id"] for r in third["rows"]] == [ids[1]] and third["next"] is None and third["scanned_to"] is None

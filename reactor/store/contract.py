@@ -97,9 +97,11 @@ class Store:
         in-flight calls may be repeated: delivery is at least once."""
         raise NotImplementedError
 
-    def retry(self, job_ids: list[int] | None, now: float, deadline: float) -> int:
+    def retry(self, job_ids: list[int] | None, now: float, deadline: float, note: str = "") -> int:
         """Re-queue these dead jobs (or, with None, every dead job) as pending now, with a new deadline
-        and no failures counted; return how many (jobs no longer dead are left as they are)."""
+        and no failures counted; return how many (jobs no longer dead are left as they are). With a
+        `note` (who asked, from where), each re-queued job's history gains an attempt with outcome
+        "requeued" and that message, in the same transaction."""
         raise NotImplementedError
 
     def dead_jobs(self, job_id: int | None = None) -> list[dict]:
@@ -125,6 +127,44 @@ class Store:
     def history(self, meeting: str | None = None, since: float | None = None,
                 status: str | None = None, limit: int = 200) -> list[dict]:
         """Deliveries (newest first) with their verdicts, jobs and attempts, as plain dicts."""
+        raise NotImplementedError
+
+    # -- the console's reads: each answers from indexes, whatever the size of the history
+
+    def console_overview(self, now: float) -> dict:
+        """{"hour": {...}, "day": {...}, "oldest_pending_due": due_at or None, "totals": counts()}, where
+        each window holds "deliveries" {event: n} received in the last hour (day) and "actions"
+        {status: n} of the jobs of those deliveries (taken by delivery id: from the first delivery received
+        in the window on); "open" is {"pending": n, "running": n, "dead": n} over the whole history."""
+        raise NotImplementedError
+
+    def deliveries_page(self, before_id: int | None = None, limit: int = 50, event: str | None = None,
+                        since: float | None = None, until: float | None = None, q: str | None = None) -> dict:
+        """One page of deliveries, newest first, with ids below `before_id` (keyset paging, never OFFSET):
+        {"rows": [summary], "next": the before_id of the next page or None, "search": how q was read}.
+        `q` is a meeting or webinar id (all digits: "meeting"), else a meeting instance uuid when one is
+        stored ("uuid"), else a case-insensitive substring of the topic ("topic"): no index holds substrings, so
+        one page reads at most the 100,000 newest ids below `before_id`; when it stops there with older
+        deliveries unread, "scanned_to" is that id and "next" continues from it. A summary has id, event,
+        received_at, order_key, instance, topic, matched (rule names) and jobs ({status: n})."""
+        raise NotImplementedError
+
+    def delivery(self, delivery_id: int) -> dict | None:
+        """One delivery as history() gives it, or None."""
+        raise NotImplementedError
+
+    def meeting_timeline(self, meeting: str, limit: int = 500) -> list[dict]:
+        """Every delivery on one meeting or webinar id (as history() gives them), oldest event first."""
+        raise NotImplementedError
+
+    def rule_matches(self, since: float) -> dict[str, int]:
+        """{rule name: deliveries received since `since` for which the rule planned an action}."""
+        raise NotImplementedError
+
+    def dead_job_ids(self, event: str | None = None, since: float | None = None, until: float | None = None,
+                     q: str | None = None, limit: int = 500) -> list[int]:
+        """The ids of dead jobs of the deliveries deliveries_page() would list with this filter (any page),
+        newest delivery first, at most `limit`."""
         raise NotImplementedError
 
     def counts(self) -> dict:

@@ -7,13 +7,15 @@ import json
 from ..delivery import NewDelivery
 from ..plan import PlannedAction
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+TOPIC_CHARS = 300  # the searchable topic kept beside the body (the console's ?q=)
 
 
 def delivery_row(delivery: NewDelivery) -> dict:
     """The deliveries row for a new delivery."""
     return {"dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
             "order_key": delivery.order_key, "instance": delivery.instance, "received_at": delivery.received_at,
+            "topic": delivery.topic[:TOPIC_CHARS],
             "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
 
 
@@ -29,7 +31,22 @@ def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: floa
 def migrations(ident: str, real: str, text_json: str = "TEXT") -> list[str]:
     """The DDL, step by step: migrations(...)[v] takes a database from schema version v to v + 1.
     With the dialect's auto-increment key, float and JSON text types."""
-    return [_version_1(ident, real, text_json), _version_2(real), _version_3()]
+    return [_version_1(ident, real, text_json), _version_2(real), _version_3(), _version_4()]
+
+
+def _version_4() -> str:
+    """The console's reads: a searchable topic, deliveries by event and by instance walked newest first,
+    the time index covering the event (counts by event without reading rows), meetings by (key, id).
+    Deliveries stored before this step keep an empty topic: the topic search does not find them."""
+    return """
+ALTER TABLE deliveries ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+DROP INDEX IF EXISTS deliveries_received;
+DROP INDEX IF EXISTS deliveries_order_key;
+CREATE INDEX IF NOT EXISTS deliveries_received_event ON deliveries (received_at, event);
+CREATE INDEX IF NOT EXISTS deliveries_order_key_id ON deliveries (order_key, id);
+CREATE INDEX IF NOT EXISTS deliveries_event_id ON deliveries (event, id);
+CREATE INDEX IF NOT EXISTS deliveries_instance ON deliveries (instance);
+"""
 
 
 def _version_2(real: str) -> str:

@@ -15,6 +15,9 @@ from ..plan import PlannedAction
 from .contract import Store
 from .group_commit import GroupCommit
 
+ID_SLACK = 10.0  # seconds: a delivery's id is given at its commit, within ACCEPT_WAIT of its receipt
+MAX_ID = 2 ** 63 - 1
+TOPIC_SCAN = 100_000  # deliveries whose topic one page of a topic search reads at most (newest first)
 PACING_MARGIN = 0.05  # calls are spaced (1 + margin) / rate apart: any 1 s window holds `rate` calls even
                       # when network and scheduling jitter shift them by up to margin seconds
 
@@ -44,7 +47,8 @@ _SETTLED = """SELECT j.id, j.status, j.last_message FROM jobs j
                AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.duration_ms IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.http_status >= 300
                                AND a.http_status < 500 AND a.http_status <> 429
-                               AND a.id = (SELECT max(b.id) FROM attempts b WHERE b.job_id = j.id))))"""
+                               AND a.id = (SELECT max(b.id) FROM attempts b WHERE b.job_id = j.id
+                                                    AND b.outcome <> 'requeued'))))"""
 
 
 class SQLStore(GroupCommit, Store):
@@ -186,15 +190,17 @@ class SQLStore(GroupCommit, Store):
             self.run(conn, "DELETE FROM processes WHERE seen_at < ?", (now - silent_for,))
             return dead
 
-    def retry(self, job_ids: list[int] | None, now: float, deadline: float) -> int:
-        sql = ("UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, updated_at = ? "
-               "WHERE status = 'dead'")
+    def retry(self, job_ids: list[int] | None, now: float, deadline: float, note: str = "") -> int:
+        which = "status = 'dead'" + ("" if job_ids is None else " AND id = ?")
         with self.transaction() as conn:
-            if job_ids is None:
-                count = self.run(conn, sql, (now, deadline, now)).rowcount
-            else:
-                count = sum(self.run(conn, sql + " AND id = ?", (now, deadline, now, job_id)).rowcount
-                            for job_id in job_ids)
+            count = 0
+            for args in ([()] if job_ids is None else [(job_id,) for job_id in job_ids]):
+                if note:
+                    for row in self.run(conn, f"SELECT id FROM jobs WHERE {which}", args).fetchall():
+                        self.run(conn, "INSERT INTO attempts (job_id, at, outcome, message, sent) "
+                                       "VALUES (?, ?, 'requeued', ?, ?)", (row["id"], now, note, "{}"))
+                count += self.run(conn, "UPDATE jobs SET status = 'pending', due_at = ?, deadline = ?, failures = 0, "
+                                        f"updated_at = ? WHERE {which}", (now, deadline, now, *args)).rowcount
             if count:
                 self.announce(conn)
             return count
@@ -242,22 +248,142 @@ class SQLStore(GroupCommit, Store):
             where.append("EXISTS (SELECT 1 FROM jobs s WHERE s.delivery_id = d.id AND s.status = ?)")
             args.append(status)
         sql = "SELECT * FROM deliveries d" + (" WHERE " + " AND ".join(where) if where else "")
-        out = []
         with self.reading() as conn:
-            for d in self.run(conn, sql + " ORDER BY d.id DESC LIMIT ?", (*args, limit)).fetchall():
-                jobs = []
-                for j in self.run(conn, "SELECT * FROM jobs WHERE delivery_id = ? ORDER BY seq", (d["id"],)).fetchall():
-                    attempts = [{**dict(a), "sent": json.loads(a["sent"])} for a in self.run(
-                        conn, "SELECT * FROM attempts WHERE job_id = ? ORDER BY id", (j["id"],)).fetchall()]
-                    job = {k: j[k] for k in ("id", "status", "due_at", "deadline", "attempts", "failures",
-                                             "last_message", "confirmed_at", "order_key")}
-                    job["action"] = json.loads(j["action"])
-                    job["attempt_log"] = attempts
-                    jobs.append(job)
-                out.append({"id": d["id"], "event": d["event"], "event_ts": d["event_ts"], "order_key": d["order_key"],
-                            "received_at": d["received_at"], "dedup_key": d["dedup_key"],
-                            "verdicts": json.loads(d["verdicts"]), "body": json.loads(d["body"]), "jobs": jobs})
+            return [self._full(conn, d) for d in self.run(conn, sql + " ORDER BY d.id DESC LIMIT ?", (*args, limit)).fetchall()]
+
+    def _full(self, conn, d) -> dict:
+        """A deliveries row with its verdicts, jobs and attempts, as history() gives it."""
+        jobs = []
+        for j in self.run(conn, "SELECT * FROM jobs WHERE delivery_id = ? ORDER BY seq", (d["id"],)).fetchall():
+            attempts = [{**dict(a), "sent": json.loads(a["sent"])} for a in self.run(
+                conn, "SELECT * FROM attempts WHERE job_id = ? ORDER BY id", (j["id"],)).fetchall()]
+            job = {k: j[k] for k in ("id", "status", "due_at", "deadline", "attempts", "failures",
+                                     "last_message", "confirmed_at", "order_key")}
+            job["action"] = json.loads(j["action"])
+            job["attempt_log"] = attempts
+            jobs.append(job)
+        return {"id": d["id"], "event": d["event"], "event_ts": d["event_ts"], "order_key": d["order_key"],
+                "instance": d["instance"], "topic": d["topic"], "received_at": d["received_at"],
+                "dedup_key": d["dedup_key"], "verdicts": json.loads(d["verdicts"]), "body": json.loads(d["body"]),
+                "jobs": jobs}
+
+    # -- the console's reads
+
+    def console_overview(self, now: float) -> dict:
+        # `x || ''` groups by a value no index holds: else SQLite walks the index on event (status) to save a
+        # sort, reading the whole table instead of the window's rows.
+        out: dict = {}
+        with self.reading() as conn:
+            for name, seconds in (("hour", 3600), ("day", 86400)):
+                since = now - seconds
+                first = self.run(conn, "SELECT id FROM deliveries WHERE received_at >= ? ORDER BY received_at LIMIT 1",
+                                 (since,)).fetchone()
+                out[name] = {
+                    "deliveries": {r["event"]: r["n"] for r in self.run(conn,
+                        "SELECT event || '' AS event, count(*) AS n FROM deliveries WHERE received_at >= ? "
+                        "GROUP BY event || '' ORDER BY 1", (since,)).fetchall()},
+                    # the jobs of those deliveries, by their ids (a range of jobs_delivery, no join)
+                    "actions": {r["status"]: r["n"] for r in self.run(conn,
+                        "SELECT status || '' AS status, count(*) AS n FROM jobs WHERE delivery_id >= ? "
+                        "GROUP BY status || ''", (first["id"] if first else MAX_ID,)).fetchall()}}
+            out["oldest_pending_due"] = self.run(conn, "SELECT min(due_at) AS t FROM jobs WHERE status = 'pending'"
+                                                 ).fetchone()["t"]
+            out["open"] = {status: self.run(conn, "SELECT count(*) AS n FROM jobs WHERE status = ?",
+                                            (status,)).fetchone()["n"] for status in ("pending", "running", "dead")}
         return out
+
+    def _filter(self, conn, event, since, until, q) -> tuple[list[str], list, str | None]:
+        """The WHERE clauses (on deliveries d) of a console filter, their arguments, and how q was read.
+        A time bound is also turned into an id bound (ids follow receipt within a commit's wait), so that
+        walking ids newest first stops at the window's edge instead of reading the whole history."""
+        where, args, search = [], [], None
+        if event:
+            where.append("d.event = ?")
+            args.append(event)
+        if since is not None:
+            row = self.run(conn, "SELECT id FROM deliveries WHERE received_at >= ? ORDER BY received_at LIMIT 1",
+                           (since - ID_SLACK,)).fetchone()
+            where += ["d.id >= ?", "d.received_at >= ?"]
+            args += [row["id"] if row else MAX_ID, since]
+        if until is not None:
+            row = self.run(conn, "SELECT id FROM deliveries WHERE received_at > ? ORDER BY received_at LIMIT 1",
+                           (until + ID_SLACK,)).fetchone()
+            if row:
+                where.append("d.id < ?")
+                args.append(row["id"])
+            where.append("d.received_at <= ?")
+            args.append(until)
+        if q:
+            if q.isdigit():
+                search = "meeting"
+                where.append("d.order_key IN (?, ?)")
+                args += [Target("meetings", q).key, Target("webinars", q).key]
+            elif self.run(conn, "SELECT 1 FROM deliveries WHERE instance = ? LIMIT 1", (q,)).fetchone():
+                search = "uuid"
+                where.append("d.instance = ?")
+                args.append(q)
+            else:
+                search = "topic"
+                where.append("lower(d.topic) LIKE ? ESCAPE '!'")
+                args.append("%" + q.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
+        return where, args, search
+
+    def deliveries_page(self, before_id=None, limit=50, event=None, since=None, until=None, q=None) -> dict:
+        with self.reading() as conn:
+            where, args, search = self._filter(conn, event, since, until, q)
+            if before_id is not None:
+                where.append("d.id < ?")
+                args.append(before_id)
+            floor = None
+            if search == "topic":  # a substring has no index: read at most TOPIC_SCAN ids per page
+                top = self.run(conn, "SELECT max(id) AS m FROM deliveries").fetchone()["m"] or 0
+                floor = min(before_id if before_id is not None else MAX_ID, top + 1) - TOPIC_SCAN
+                where.append("d.id >= ?")
+                args.append(floor)
+            rows = self.run(conn,
+                "SELECT d.id, d.event, d.received_at, d.order_key, d.instance, d.topic, d.verdicts FROM deliveries d"
+                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY d.id DESC LIMIT ?",
+                (*args, limit + 1)).fetchall()
+            more, rows = len(rows) > limit, rows[:limit]
+            scanned_to = None
+            if floor is not None and not more and self.run(
+                    conn, "SELECT 1 FROM deliveries WHERE id < ? LIMIT 1", (floor,)).fetchone():
+                scanned_to = floor  # older deliveries remain unread: the next page reads on from here
+            jobs: dict = {}
+            if rows:
+                marks = ", ".join("?" for _ in rows)
+                for r in self.run(conn, f"SELECT delivery_id, status, count(*) AS n FROM jobs WHERE delivery_id IN "
+                                        f"({marks}) GROUP BY delivery_id, status", tuple(r["id"] for r in rows)).fetchall():
+                    jobs.setdefault(r["delivery_id"], {})[r["status"]] = r["n"]
+        out = [{"id": r["id"], "event": r["event"], "received_at": r["received_at"], "order_key": r["order_key"],
+                "instance": r["instance"], "topic": r["topic"], "jobs": jobs.get(r["id"], {}),
+                "matched": [v["rule"] for v in json.loads(r["verdicts"]) if v.get("matched")]} for r in rows]
+        return {"rows": out, "next": out[-1]["id"] if more else scanned_to, "search": search,
+                "scanned_to": scanned_to}
+
+    def delivery(self, delivery_id: int) -> dict | None:
+        with self.reading() as conn:
+            row = self.run(conn, "SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            return self._full(conn, row) if row else None
+
+    def meeting_timeline(self, meeting: str, limit: int = 500) -> list[dict]:
+        with self.reading() as conn:
+            return [self._full(conn, d) for d in self.run(conn,
+                "SELECT * FROM deliveries WHERE order_key IN (?, ?) ORDER BY event_ts, id LIMIT ?",
+                (Target("meetings", meeting).key, Target("webinars", meeting).key, limit)).fetchall()]
+
+    def rule_matches(self, since: float) -> dict[str, int]:
+        with self.reading() as conn:
+            return {r["rule"]: r["n"] for r in self.run(conn,
+                "SELECT j.rule, count(DISTINCT j.delivery_id) AS n FROM deliveries d JOIN jobs j ON j.delivery_id = d.id "
+                "WHERE d.received_at >= ? GROUP BY j.rule", (since,)).fetchall()}
+
+    def dead_job_ids(self, event=None, since=None, until=None, q=None, limit=500) -> list[int]:
+        with self.reading() as conn:
+            where, args, _ = self._filter(conn, event, since, until, q)
+            return [r["id"] for r in self.run(conn,
+                "SELECT j.id FROM jobs j JOIN deliveries d ON d.id = j.delivery_id WHERE j.status = 'dead'"
+                + "".join(" AND " + w for w in where) + " ORDER BY d.id DESC, j.seq LIMIT ?", (*args, limit)).fetchall()]
 
     def counts(self) -> dict:
         out = {"deliveries": 0, **dict.fromkeys(STATUSES, 0)}
