@@ -418,11 +418,11 @@ def test_a_retry_with_a_note_is_in_the_history_and_bulk_retry_takes_only_the_fil
         job = store.claim("a", T0 + 5, 60)
         store.finish(job, "a", Attempt(T0 + 5, "dead", 400, 3000, "Cannot start"), "dead")
     assert store.dead_job_ids(q="70") == [jobs[2], jobs[0]] and store.dead_job_ids(q="72") == []
-    assert store.retry(jobs[1], T0 + 9, T0 + 3000, note="retried from the console by 10.0.0.7") == 1
+    assert store.retry([jobs[1]], T0 + 9, T0 + 3000, note="retried from the console by 10.0.0.7") == 1
     log = store.delivery(store.history(meeting="71")[0]["id"])["jobs"][0]["attempt_log"]
     assert [(a["outcome"], a["message"], a["at"]) for a in log][-1] == (
         "requeued", "retried from the console by 10.0.0.7", T0 + 9)
-    assert store.retry(jobs[1], T0 + 9, T0 + 3000, note="again") == 0, "only dead jobs"
+    assert store.retry([jobs[1]], T0 + 9, T0 + 3000, note="again") == 0, "only dead jobs"
     assert store.dead_job_ids() == [jobs[2], jobs[0]]
 
 
