@@ -83,3 +83,13 @@ def test_the_settings_table_and_the_settings_value_agree():
     assert all(s.description for s in SETTINGS)
     assert {s.name for s in SETTINGS if s.secret} >= {"ZOOM_WEBHOOK_SECRET_TOKEN", "ZOOM_CLIENT_SECRET",
                                                        "REACTOR_SECRET_KEY", "DATABASE_URL"}
+
+
+def test_a_rotated_secret_token_gives_every_token_new_first():
+    s = Settings.from_env({**BASE, "ZOOM_WEBHOOK_SECRET_TOKEN": " new-token , old-token "})
+    assert (s.webhook_secret, s.webhook_secrets) == ("new-token", ("new-token", "old-token"))
+    assert "new-token" not in repr(s) and "old-token" not in repr(s)
+    assert Settings.from_env(BASE).webhook_secrets == ("s",)
+    for raw, message in (("new,", "has an empty token between its commas"), ("a,b,a", "names the same token twice")):
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env({**BASE, "ZOOM_WEBHOOK_SECRET_TOKEN": raw})

@@ -170,3 +170,20 @@ def test_a_secret_list_with_an_empty_token_stops_start_up(make_server):
     assert server.proc.wait(20) != 0
     assert "ZOOM_WEBHOOK_SECRET_TOKEN has an empty token between its commas" in server.logs()
     assert "rotated-new-secret-4c1d" not in server.logs()
+
+
+def test_doctor_signs_its_url_check_with_the_first_token_of_a_rotation(tmp_path, zoom, make_server):
+    from tests.test_doctor import doctor, line, setup
+
+    new, old = "rotated-new-secret-4c1d", SECRET
+    server = make_server(zoom=zoom, sub="deployed", env={"ZOOM_WEBHOOK_SECRET_TOKEN": f"{new},{old}"})
+    url = server.url + "/webhooks/zoom"
+    code, out = doctor(setup(tmp_path, zoom, ZOOM_WEBHOOK_SECRET_TOKEN=f"{new},{old}"), "--url", url)
+    assert line(out, "webhook secret").startswith("ok       webhook secret: ZOOM_WEBHOOK_SECRET_TOKEN holds 2 tokens")
+    assert code == 0 and line(out, "endpoint").endswith(" ms with the same secret"), out
+    assert new not in out
+    code, out = doctor(setup(tmp_path, zoom, ZOOM_WEBHOOK_SECRET_TOKEN=f"{old},{new}"), "--url", url)
+    assert code == 0 and line(out, "endpoint").endswith(" ms with the same secret"), "the old token still verifies"
+    code, out = doctor(setup(tmp_path, zoom, ZOOM_WEBHOOK_SECRET_TOKEN=f"another-webhook-secret-9e2b,{new}"),
+                       "--url", url)
+    assert code == 1 and line(out, "endpoint").startswith("FAILED   endpoint: "), "a first token it does not hold"
