@@ -85,11 +85,16 @@ def masked(body: Any) -> Any:
     def replace(key: str | None, node: Any) -> Any:
         if (ref := secret_ref(node)) is not None:
             return masked_ref(ref)
-        if key in SECRET_FIELDS and isinstance(node, (str, int, float)) and not isinstance(node, bool) and node != "":
+        if key in SECRET_FIELDS and isinstance(node, (str, int, float)) and not isinstance(node, bool) and node != "" \
+                and not _UNSET_MARK.fullmatch(str(node)):
             return REDACTED
         return _KEEP
 
     return rewrite(body, replace)
+
+
+# what a dry run plans in place of a secret it cannot resolve (reactor.live_rules): a mark, not a value
+_UNSET_MARK = re.compile(r"<secret (?:\$\{[A-Za-z_][A-Za-z0-9_]*\}|enc:\.\.\.) (?:unset|unavailable)>")
 
 
 def unseal(body: Any, resolve: Callable[[str], str]) -> Any:

@@ -56,6 +56,9 @@ def test_a_literal_stream_key_in_a_rule_file_is_a_check_warning_with_its_line(tm
     assert LITERAL_KEY not in checked.stdout + checked.stderr
     strict = run_cli("check", "--strict", str(tmp_path))
     assert strict.returncode == 1 and "stream_key is written in the rule file" in strict.stdout + strict.stderr
+    explained = run_cli("explain", "meeting.started", "--rules", str(tmp_path))
+    assert explained.returncode == 0 and '"stream_key": "<redacted>"' in explained.stdout, explained.stdout
+    assert LITERAL_KEY not in explained.stdout + explained.stderr
 
 
 def test_a_literal_stream_key_and_passcodes_reach_neither_the_history_nor_the_stored_delivery(make_server, zoom):
