@@ -92,6 +92,16 @@ def checks(env: Mapping[str, str], url: str | None):
 # -- settings -----------------------------------------------------------------------------------
 
 
+def _secrets_text(settings: Settings) -> str:
+    """How the Secret Token(s) are set, never their values: several while one is rotated (new first)."""
+    first = len(settings.webhook_secret)
+    if len(settings.webhook_secrets) == 1:
+        return f"ZOOM_WEBHOOK_SECRET_TOKEN is set ({first} characters)"
+    return (f"ZOOM_WEBHOOK_SECRET_TOKEN holds {len(settings.webhook_secrets)} tokens (a rotation: any of them "
+            f"verifies; the first, of {first} characters, signs the --url test); drop the old one once Zoom uses "
+            f"the new one")
+
+
 def check_settings(env: Mapping[str, str]) -> tuple[Settings | None, list[Check]]:
     """The start-up checks (Settings.from_env with everything required), one line per problem."""
     try:
@@ -103,8 +113,7 @@ def check_settings(env: Mapping[str, str]) -> tuple[Settings | None, list[Check]
         database = "SQLite (durable only on a persistent disk)" if settings.database_url.startswith("sqlite") \
             else "PostgreSQL"
         return settings, [Check("settings", True, f"every setting present and well formed ({mode}; {database})"),
-                          Check("webhook secret", True, f"ZOOM_WEBHOOK_SECRET_TOKEN is set "
-                                                        f"({len(settings.webhook_secret)} characters)")]
+                          Check("webhook secret", True, _secrets_text(settings))]
     results = []
     for problem in problems:
         name = "webhook secret" if problem.startswith("ZOOM_WEBHOOK_SECRET_TOKEN") else "settings"

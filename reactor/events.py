@@ -17,6 +17,9 @@ MAX_EVENT_NAME = 100      # Zoom's names are ~40 characters (meeting.participant
 MAX_IDENTIFIER = 200      # uuids (24 characters), account and user ids are far shorter
 MAX_ID_DIGITS = 20        # meeting and webinar ids: 9 to 11 digits; 20 is the decimal_id limit
 MAX_KEY = 1000            # a dedup key built from these fields
+# event_ts is milliseconds since 1970: 10**12 is 2001-09-09, 10**13 is 2286-11-20. A value outside is not
+# used (seconds would make every action dead at once and put `during` windows in 1970): see odd_event_ts.
+EVENT_TS_MIN, EVENT_TS_MAX = 10**12, 10**13
 IDENTIFIERS = ("payload.object.uuid", "payload.account_id", "payload.object.host_id",
                "payload.object.participant.user_id", "payload.object.participant.id",
                "payload.object.participant.participant_uuid")
@@ -47,6 +50,7 @@ class Event:
     ts_ms: int | None      # event_ts, ms since epoch, when Zoom sent a usable one
     body: dict            # the whole parsed body
     dedup_key: str
+    ts_note: str = ""      # why event_ts was not used, when it was sent but is not plausible milliseconds
 
     @property
     def object(self) -> dict:
@@ -107,10 +111,29 @@ def event_from_body(body: dict, raw: bytes) -> Event:
         raise PayloadError("the body has no 'event' string: this is not a Zoom event notification")
     check_identifiers(name, body)
     ts = body.get("event_ts")
-    ts_ms = ts if isinstance(ts, int) and not isinstance(ts, bool) and 0 < ts < 10**14 else None
+    ts_ms = ts if plausible_ms(ts) else None
     key = dedup_key(name, body, raw)
     _check_text("the dedup key built from this body", key, MAX_KEY)
-    return Event(name=name, ts_ms=ts_ms, body=body, dedup_key=key)
+    return Event(name=name, ts_ms=ts_ms, body=body, dedup_key=key, ts_note=odd_event_ts(ts))
+
+
+def plausible_ms(ts: Any) -> bool:
+    """Whether `ts` can be Zoom's event_ts: an integer of milliseconds since 1970, between 2001 and 2286."""
+    return isinstance(ts, int) and not isinstance(ts, bool) and EVENT_TS_MIN <= ts < EVENT_TS_MAX
+
+
+def odd_event_ts(ts: Any) -> str:
+    """Why an event_ts that was sent is not used ("" when it is usable, or absent): the receipt time is used."""
+    if ts is None or plausible_ms(ts):
+        return ""
+    shown = json.dumps(ts)[:40] if isinstance(ts, (int, float, str, bool)) else f"(a JSON {type(ts).__name__})"
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 10**9 <= ts < 10**10:
+        hint = " (it looks like seconds)"
+    elif isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts >= EVENT_TS_MAX:
+        hint = " (it is too large: microseconds?)"
+    else:
+        hint = ""
+    return f"event_ts {shown} is not milliseconds since 1970{hint}; used the receipt time"
 
 
 def check_identifiers(name: str, body: dict) -> None:

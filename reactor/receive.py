@@ -4,7 +4,8 @@ receive -> verify -> parse -> match -> plan; the web edge stores the result and 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 from .delivery import NewDelivery
 from .errors import PayloadError
@@ -29,12 +30,20 @@ class Delivery:
     record: NewDelivery
     actions: list[PlannedAction]
     deadline: float
+    warnings: tuple[str, ...] = field(default=())  # for the log; each is also a note in record.verdicts
 
 
-def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secret: str, tolerance: int,
-            rules: RuleSet, now: float, action_deadline: int) -> Reply | Delivery:
-    """Verify, parse and decide. Raises SignatureError (401) or PayloadError (4xx)."""
-    verify_signature(secret, timestamp, signature, raw, now, tolerance)
+REACTOR_NOTE = "(reactor)"  # the `rule` of a verdict that is reactor's note on the delivery, not a rule's
+
+
+def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets: str | Sequence[str],
+            tolerance: int, rules: RuleSet, now: float, action_deadline: int, account_id: str = "") -> Reply | Delivery:
+    """Verify, parse and decide. Raises SignatureError (401) or PayloadError (4xx).
+
+    `secrets`: the Secret Token, or several while it is rotated (any one verifies; URL validation is
+    answered with the one that verified). `account_id`: ZOOM_ACCOUNT_ID; an event from another account
+    is recorded with its verdicts but plans no call, as this app's credentials cannot act on it."""
+    secret = verify_signature(secrets, timestamp, signature, raw, now, tolerance)
     body = parse_body(raw)
     if body.get("event") == "endpoint.url_validation":
         payload = body.get("payload")
@@ -43,17 +52,28 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secret:
             raise PayloadError("endpoint.url_validation needs payload.plainToken (a non-empty string)")
         return Reply(url_validation_answer(secret, token))
     event = event_from_body(body, raw)
+    notes = []
+    if event.ts_note:  # rules (`during`) and the deadline see the receipt time; the body keeps what was sent
+        event = replace(event, ts_ms=int(now * 1000))
+        notes.append(event.ts_note)
     verdicts = rules.evaluate(event)
     matched = [v.rule for v in verdicts if v.matched]
-    actions, skipped = plan(event, matched)
+    foreign = account_id and event.account_id and event.account_id != account_id
+    actions, skipped = ([], []) if foreign else plan(event, matched)
+    shown = _verdicts(verdicts, skipped)
+    if foreign:
+        why = (f"from Zoom account {event.account_id}, not ZOOM_ACCOUNT_ID's: no call made; it would fail with "
+               f"this app's credentials")
+        shown = [{**v, "why": why} if v["matched"] else v for v in shown]
+    shown += [{"rule": REACTOR_NOTE, "matched": False, "why": note} for note in notes]
     event_ms = event.ts_ms if event.ts_ms is not None else int(now * 1000)
     target = event.target
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
-        body=redact(body), verdicts=_verdicts(verdicts, skipped),
+        body=redact(body), verdicts=shown,
         order_key=target.key if target else "", confirms=event.confirms, instance=event.instance,
         topic=_topic(event.field("topic")))
-    return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline)
+    return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
 
 
 def _topic(value) -> str:

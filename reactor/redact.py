@@ -1,7 +1,8 @@
 """Pure: what never leaves reactor in the clear, and the one tree walk that enforces it.
 
-- `redact`: an incoming body as stored (stream keys, passwords, tokens replaced);
-- `masked`: a planned call as the history and `explain` show it (secret references, never values);
+- `redact`: an incoming body as stored (stream keys, passwords, tokens and URL passcodes replaced);
+- `masked`: a planned call as the history and `explain` show it (secret references, never values; a
+  value written literally in a rule file under a secret-bearing key is replaced too);
 - `unseal`: a planned call as sent to Zoom (references resolved, for the HTTP call only);
 - `scrub`: a text (Zoom's error message) with every revealed secret value replaced, even one cut at
   the text's edge, and anything shaped like an OAuth access token.
@@ -17,7 +18,11 @@ from typing import Any, Callable
 REDACTED = "<redacted>"
 SECRET_MARK = "$secret"  # a planned call carries {"$secret": "<reference>"} where a secret goes
 SECRET_FIELDS = frozenset({"stream_key", "password", "passcode", "h323_password", "pstn_password",
-                           "encrypted_password", "token", "access_token", "download_token"})
+                           "encrypted_password", "recording_play_passcode", "token", "access_token",
+                           "refresh_token", "download_token"})
+# URL query parameters that carry a secret: a meeting's passcode (join_url's pwd=) and the host's start
+# token (start_url's zak=). The URL is kept; the value is replaced.
+_URL_SECRET = re.compile(r"([?&](?:pwd|zak)=)[^&#\s]+", re.IGNORECASE)
 SCRUB_MIN = 4  # secret values (and cut-off pieces of them) shorter than this are left alone
 # Zoom's OAuth access tokens are JWTs (eyJ...); a bearer header carries any token. Either, even cut short.
 _TOKEN_SHAPED = re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]*){0,2}|(?i:bearer)\s+[A-Za-z0-9_\-.~+/=]{8,}")
@@ -42,8 +47,16 @@ def rewrite(value: Any, replace: Callable[[str | None, Any], Any]) -> Any:
 
 
 def redact(body: Any) -> Any:
-    """A copy of an event body with secret-bearing fields replaced."""
-    return rewrite(body, lambda key, node: REDACTED if key in SECRET_FIELDS and node not in (None, "") else _KEEP)
+    """A copy of an event body with secret-bearing fields replaced, and in every text the value of a
+    URL's pwd= (a meeting passcode, as in join_url) or zak= (a host's start token, as in start_url)."""
+    def replace(key: str | None, node: Any) -> Any:
+        if key in SECRET_FIELDS and node not in (None, ""):
+            return REDACTED
+        if isinstance(node, str) and "=" in node:
+            return _URL_SECRET.sub(lambda m: m.group(1) + REDACTED, node)
+        return _KEEP
+
+    return rewrite(body, replace)
 
 
 def redact_at(path: str, value: Any) -> Any:
@@ -51,7 +64,7 @@ def redact_at(path: str, value: Any) -> Any:
     secret-bearing field, with secret-bearing fields replaced when it is an object or a list."""
     if path.rsplit(".", 1)[-1] in SECRET_FIELDS and isinstance(value, (str, int, float)) and value != "":
         return REDACTED
-    return redact(value) if isinstance(value, (dict, list)) else value
+    return redact(value) if isinstance(value, (dict, list, str)) else value
 
 
 def secret_ref(node: Any) -> str | None:
@@ -65,8 +78,23 @@ def masked_ref(ref: str) -> str:
 
 
 def masked(body: Any) -> Any:
-    """A planned call's body as history and explain show it."""
-    return rewrite(body, lambda _, node: _KEEP if (ref := secret_ref(node)) is None else masked_ref(ref))
+    """A planned call's body as history, attempts, explain and logs show it: a secret reference as
+    `<secret ${NAME}>`, and a value of a secret-bearing key (a stream_key written literally in a rule
+    file, which `check` warns about) as <redacted>. The stored call itself keeps the value: a worker
+    process, which has no rules, sends it from there."""
+    def replace(key: str | None, node: Any) -> Any:
+        if (ref := secret_ref(node)) is not None:
+            return masked_ref(ref)
+        if key in SECRET_FIELDS and isinstance(node, (str, int, float)) and not isinstance(node, bool) and node != "" \
+                and not _UNSET_MARK.fullmatch(str(node)):
+            return REDACTED
+        return _KEEP
+
+    return rewrite(body, replace)
+
+
+# what a dry run plans in place of a secret it cannot resolve (reactor.live_rules): a mark, not a value
+_UNSET_MARK = re.compile(r"<secret (?:\$\{[A-Za-z_][A-Za-z0-9_]*\}|enc:\.\.\.) (?:unset|unavailable)>")
 
 
 def unseal(body: Any, resolve: Callable[[str], str]) -> Any:

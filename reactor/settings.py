@@ -27,15 +27,16 @@ class Setting:
     required: str = ""            # "" optional, WEBHOOKS or CALLS: when it must be set
     secret: bool = False          # never printed; a PaaS should store it as a secret
     field: str | None = None      # the Settings attribute; None when gunicorn's config reads it
-    kind: str = "text"            # text | url | flag | int | float | choice | database_url
+    kind: str = "text"            # text | url | flag | int | float | choice | database_url | tokens
     minimum: float = 0
     choices: tuple = ()
     hint: str = ""                # for a choice: what to use; for a required one: where the value comes from
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ZOOM_WEBHOOK_SECRET_TOKEN", "the Zoom app's Secret Token: verifies every webhook", required=WEBHOOKS,
-            secret=True, field="webhook_secret",
+    Setting("ZOOM_WEBHOOK_SECRET_TOKEN", "the Zoom app's Secret Token: verifies every webhook; while you rotate "
+            "it, the new and the old one separated by a comma (new first)", required=WEBHOOKS,
+            secret=True, field="webhook_secrets", kind="tokens",
             hint="the Secret Token on your Zoom app's Features page (Event Subscriptions)"),
     Setting("REACTOR_DRY_RUN", "1: record and log actions, call nothing", "0", field="dry_run", kind="flag"),
     Setting("ZOOM_ACCOUNT_ID", "Server-to-Server OAuth Account ID", required=CALLS, field="account_id",
@@ -80,7 +81,7 @@ SETTING = {s.name: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class Settings:
-    webhook_secret: str
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)  # new first; more than one while rotating
     account_id: str = ""
     client_id: str = ""
     client_secret: str = field(default="", repr=False)
@@ -99,6 +100,11 @@ class Settings:
     port: int = 8000                   # where gunicorn listens (PaaS set PORT); `send` posts there
     console_password: str = field(default="", repr=False)  # "": no console
     console_readonly: bool = False
+
+    @property
+    def webhook_secret(self) -> str:
+        """The Secret Token Zoom signs with (the first of ZOOM_WEBHOOK_SECRET_TOKEN's), "" when unset."""
+        return self.webhook_secrets[0] if self.webhook_secrets else ""
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(api_url={self.api_url!r}, rules_path={self.rules_path!r}, dry_run={self.dry_run})"
@@ -150,6 +156,8 @@ def parse(setting: Setting, raw: str):
     name, kind = setting.name, setting.kind
     if kind == "database_url":
         return normalise_database_url(raw)
+    if kind == "tokens":
+        return parse_tokens(name, raw)
     if raw == "":
         raw = setting.default
         if kind in ("text", "url"):
@@ -175,6 +183,20 @@ def parse(setting: Setting, raw: str):
             raise ConfigError(f"{name} is {raw!r}: it must be at least {setting.minimum:g}")
         return value
     return raw
+
+
+def parse_tokens(name: str, raw: str) -> tuple[str, ...]:
+    """Secret Tokens separated by commas (spaces around them ignored): while one is rotated, the new one and
+    the old one. An empty item is an error, as is a repeated one: both are typing mistakes."""
+    if raw == "":
+        return ()
+    tokens = tuple(part.strip() for part in raw.split(","))
+    if "" in tokens:
+        raise ConfigError(f"{name} has an empty token between its commas: write the tokens separated by single "
+                          f"commas, the new one first (new,old)")
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError(f"{name} names the same token twice: write each token once, the new one first (new,old)")
+    return tokens
 
 
 def missing_text(setting: Setting) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Sequence
 
 from .errors import SignatureError
 
@@ -16,9 +17,12 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def verify_signature(
-    secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float, tolerance: int
-) -> None:
-    """Raise SignatureError unless `signature` signs `body` at `timestamp`, within `tolerance` s of `now`."""
+    secrets: str | Sequence[str], timestamp: str | None, signature: str | None, body: bytes, now: float,
+    tolerance: int
+) -> str:
+    """The secret with which `signature` signs `body` at `timestamp`, within `tolerance` s of `now`; raise
+    SignatureError when none does. `secrets` is one Secret Token or several (during a rotation: new first,
+    then old); each is compared in constant time, and all of them are always compared."""
     if not signature:
         raise SignatureError("missing x-zm-signature header: only Zoom's signed deliveries are accepted")
     if not timestamp:
@@ -33,11 +37,16 @@ def verify_signature(
         )
     if not signature.startswith("v0="):
         raise SignatureError("x-zm-signature must start with 'v0='")
-    expected = sign(secret, ts, body)
-    if not hmac.compare_digest(expected.encode("ascii"), signature.strip().encode("utf-8", "replace")):
+    given = signature.strip().encode("utf-8", "replace")
+    verified = None
+    for secret in [secrets] if isinstance(secrets, str) else secrets:
+        if hmac.compare_digest(sign(secret, ts, body).encode("ascii"), given) and verified is None:
+            verified = secret
+    if verified is None:
         raise SignatureError(
             "x-zm-signature does not match: check that ZOOM_WEBHOOK_SECRET_TOKEN is your app's Secret Token"
         )
+    return verified
 
 
 def url_validation_answer(secret: str, plain_token: str) -> dict:

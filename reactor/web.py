@@ -98,9 +98,11 @@ def webhook():
     now = time.time()
     timestamp = request.headers.get("x-zm-request-timestamp")
     try:
+        settings = reactor.settings
         outcome = receive(raw, timestamp, request.headers.get("x-zm-signature"),
-                          secret=reactor.settings.webhook_secret, tolerance=reactor.settings.signature_tolerance,
-                          rules=reactor.rules.current, now=now, action_deadline=reactor.settings.action_deadline)
+                          secrets=settings.webhook_secrets, tolerance=settings.signature_tolerance,
+                          rules=reactor.rules.current, now=now, action_deadline=settings.action_deadline,
+                          account_id=settings.account_id)
     except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
         reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
         return _error(401, NOT_SIGNED)
@@ -117,6 +119,8 @@ def webhook():
     if accepted.job_ids:
         reactor.wake_dispatcher()
     record = outcome.record
+    for warning in outcome.warnings:  # also a "(reactor)" note in the delivery's verdicts, for `history`
+        log(warning, 30, event=record.event, delivery=accepted.delivery_id, duplicate=accepted.duplicate or None)
     log("duplicate" if accepted.duplicate else "accepted", event=record.event, delivery=accepted.delivery_id,
         target=record.order_key, matched=[v["rule"] for v in record.verdicts if v["matched"]],
         actions=len(accepted.job_ids), ms=round((time.time() - now) * 1000, 2))

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-webhook-secret-7f3a9c"
 CLIENT_SECRET = "test-client-secret-b81e44"
 STREAM_KEY = "test-stream-key-d2c6a1"
+ACCOUNT_ID = "Wk9PTV9BQ0NPVU5UX0lE"  # the Zoom account of event() and the samples, and the stand-in's ZOOM_ACCOUNT_ID
 
 
 def free_port() -> int:
@@ -44,7 +45,7 @@ def event(name: str = "meeting.started", meeting_id="85746065432", topic="Town H
            "start_time": "2026-11-26T17:00:05Z", "timezone": "UTC", "duration": 60}
     obj.update(object_fields)
     return {"event": name, "event_ts": ts_ms if ts_ms is not None else int(time.time() * 1000),
-            "payload": {"account_id": "Wk9PTV9BQ0NPVU5UX0lE", "object": obj}}
+            "payload": {"account_id": ACCOUNT_ID, "object": obj}}
 
 
 class ReactorServer:
@@ -70,7 +71,7 @@ class ReactorServer:
         }
         if zoom is not None:
             self.env.update({"ZOOM_API_URL": zoom.url + "/v2", "ZOOM_OAUTH_URL": zoom.url + "/oauth/token",
-                             "ZOOM_ACCOUNT_ID": "test-account", "ZOOM_CLIENT_ID": "test-client-id",
+                             "ZOOM_ACCOUNT_ID": ACCOUNT_ID, "ZOOM_CLIENT_ID": "test-client-id",
                              "ZOOM_CLIENT_SECRET": CLIENT_SECRET})
         else:
             self.env["REACTOR_DRY_RUN"] = "1"

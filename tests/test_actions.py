@@ -6,7 +6,7 @@ import requests
 
 import pytest
 
-from tests.conftest import CLIENT_SECRET, SECRET, STREAM_KEY, event
+from tests.conftest import ACCOUNT_ID, CLIENT_SECRET, SECRET, STREAM_KEY, event
 from tests.zoom_standin import Reply
 
 
@@ -66,7 +66,7 @@ def test_matching_event_makes_exactly_the_calls_the_rule_says(make_server, zoom,
     assert 1 <= len(zoom.token_calls) <= 2
     for token_call in zoom.token_calls:
         assert token_call.method == "POST"
-        assert "grant_type=account_credentials" in token_call.path and "account_id=test-account" in token_call.path
+        assert "grant_type=account_credentials" in token_call.path and f"account_id={ACCOUNT_ID}" in token_call.path
         assert token_call.headers["authorization"].startswith("Basic ")
     jobs = server.wait_jobs(2)
     assert [j["status"] for j in jobs] == ["done", "done"]

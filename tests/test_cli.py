@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from reactor.retry_policy import LATE
-from tests.conftest import free_port
+from tests.conftest import ACCOUNT_ID, free_port
 from tests.installed import installed_bin, reactor, reactor_env
 
 RULES = """
@@ -224,7 +224,7 @@ def test_retry_names_the_action_and_brings_back_the_rules_chain(make_server, zoo
     zoom.script("/v2/meetings/960/livestream", [Reply(400, {"code": 300, "message": "Invalid RTMP url"})])
     server = make_server(RULES, zoom=zoom)
     server.post({"event": "meeting.started", "event_ts": int(time.time() * 1000), "payload": {
-        "account_id": "a", "object": {"id": "960", "uuid": "u960", "host_id": "h", "topic": "Town Hall"}}})
+        "account_id": ACCOUNT_ID, "object": {"id": "960", "uuid": "u960", "host_id": "h", "topic": "Town Hall"}}})
     configure, start = server.wait_jobs(2)
     assert (configure["status"], start["status"]) == ("dead", "skipped")
     env = reactor_env(DATABASE_URL=f"sqlite:///{server.db}")

@@ -78,8 +78,18 @@ def test_the_settings_table_and_the_settings_value_agree():
     fields = {f.name: f.default for f in dataclasses.fields(Settings)}
     assert sorted(s.field for s in SETTINGS if s.field) == sorted(fields)
     s = Settings.from_env({"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "REACTOR_DRY_RUN": "1"})
-    assert {name: getattr(s, name) for name in fields if name not in ("webhook_secret", "dry_run")} == {
-        name: default for name, default in fields.items() if name not in ("webhook_secret", "dry_run")}
+    assert {name: getattr(s, name) for name in fields if name not in ("webhook_secrets", "dry_run")} == {
+        name: default for name, default in fields.items() if name not in ("webhook_secrets", "dry_run")}
     assert all(s.description for s in SETTINGS)
     assert {s.name for s in SETTINGS if s.secret} >= {"ZOOM_WEBHOOK_SECRET_TOKEN", "ZOOM_CLIENT_SECRET",
                                                        "REACTOR_SECRET_KEY", "DATABASE_URL"}
+
+
+def test_a_rotated_secret_token_gives_every_token_new_first():
+    s = Settings.from_env({**BASE, "ZOOM_WEBHOOK_SECRET_TOKEN": " new-token , old-token "})
+    assert (s.webhook_secret, s.webhook_secrets) == ("new-token", ("new-token", "old-token"))
+    assert "new-token" not in repr(s) and "old-token" not in repr(s)
+    assert Settings.from_env(BASE).webhook_secrets == ("s",)
+    for raw, message in (("new,", "has an empty token between its commas"), ("a,b,a", "names the same token twice")):
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env({**BASE, "ZOOM_WEBHOOK_SECRET_TOKEN": raw})

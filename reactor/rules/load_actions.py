@@ -5,6 +5,7 @@ import re
 from typing import Any
 
 from ..errors import SecretError
+from ..redact import SECRET_FIELDS
 from ..secrets import check_secret
 from .model import FIELD_PATH, ActionSpec, Secret, Template
 from .source import LList, LMap, suggest
@@ -92,6 +93,10 @@ class ActionParser:
             if key in MEETING_ONLY and not self.meeting_setting_fits(kind, key, key_line):
                 continue
             parsed = self.parse_string(text, key_line, f"{kind}: {key}: ")
+            if key in SECRET_FIELDS and isinstance(parsed, str):
+                self.warn(key_line, f"{kind}: {key} is written in the rule file: whoever can read the file (or "
+                                    f"its repository) can use it; put it in an environment variable and write "
+                                    f"${{NAME}}, or seal it with `python -m reactor encrypt` and write the enc: value")
             if key == "display_name":
                 self.check_display_name(parsed, key_line, kind)
             args.append((key, parsed))
