@@ -14,7 +14,7 @@ from dataclasses import replace
 from .delivery import Job
 from .errors import NotSent, SecretError, StoreError, ZoomError
 from .logs import log
-from .redact import masked, scrub, unseal
+from .redact import literal_secrets, masked, scrub, unseal
 from .retry_policy import Decision, after_call, before_call
 from .secrets import resolve_secret
 from .settings import Settings
@@ -141,7 +141,8 @@ class Dispatcher:
                             dry_run=self.client is None)
         if early is not None:
             return self._finish(job, early)
-        revealed = [self.settings.client_secret]  # values Zoom might echo back in an error message
+        # values Zoom might echo back in an error message: the client secret, literal keys, resolved secrets
+        revealed = [self.settings.client_secret, *literal_secrets(action.body)]
 
         def reveal(ref: str) -> str:
             revealed.append(resolve_secret(ref, os.environ, self.settings.secret_key))

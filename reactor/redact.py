@@ -97,6 +97,20 @@ def masked(body: Any) -> Any:
 _UNSET_MARK = re.compile(r"<secret (?:\$\{[A-Za-z_][A-Za-z0-9_]*\}|enc:\.\.\.) (?:unset|unavailable)>")
 
 
+def literal_secrets(body: Any) -> list[str]:
+    """The values of secret-bearing keys written literally in a planned call's body (to scrub them from
+    whatever Zoom echoes back)."""
+    found: list[str] = []
+
+    def collect(key: str | None, node: Any) -> Any:
+        if key in SECRET_FIELDS and isinstance(node, str) and node:
+            found.append(node)
+        return _KEEP
+
+    rewrite(body, collect)
+    return found
+
+
 def unseal(body: Any, resolve: Callable[[str], str]) -> Any:
     """A planned call's body with each secret reference replaced by resolve(reference)."""
     return rewrite(body, lambda _, node: _KEEP if (ref := secret_ref(node)) is None else resolve(ref))

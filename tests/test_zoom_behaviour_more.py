@@ -11,6 +11,7 @@ import uuid
 import requests
 
 from tests.conftest import ACCOUNT_ID, CLIENT_SECRET, SECRET, event, run_cli, signed_headers
+from tests.zoom_standin import Reply
 
 
 def wait_for(predicate, timeout=20.0, every=0.05):
@@ -190,3 +191,25 @@ def test_doctor_signs_its_url_check_with_the_first_token_of_a_rotation(tmp_path,
     code, out = doctor(setup(tmp_path, zoom, ZOOM_WEBHOOK_SECRET_TOKEN=f"another-webhook-secret-9e2b,{new}"),
                        "--url", url)
     assert code == 1 and line(out, "endpoint").startswith("FAILED   endpoint: "), "a first token it does not hold"
+
+
+def test_a_literal_stream_key_is_masked_in_history_json_and_scrubbed_from_zoom_echoes(make_server, zoom):
+    from tests.conftest import run_cli
+
+    literal = "live-literal-key-5c1e77"
+    zoom.script("/v2/meetings/9950/livestream", [Reply(400, {"code": 300, "message": f"Invalid stream key {literal}"})])
+    server = make_server("""
+rules:
+  - name: Literal
+    on: meeting.started
+    do:
+      - livestream.configure:
+          stream_url: rtmp://live.example.com/app
+          stream_key: live-literal-key-5c1e77
+          page_url: https://example.com/live
+""", zoom=zoom)
+    server.post(event(meeting_id="9950"))
+    [job] = server.wait_jobs(1)
+    assert job["status"] == "dead" and literal not in job["last_message"] and "<redacted>" in job["last_message"]
+    shown = run_cli("history", "--json", env={"DATABASE_URL": f"sqlite:///{server.db}"})
+    assert shown.returncode == 0 and literal not in shown.stdout and '"stream_key": "<redacted>"' in shown.stdout
