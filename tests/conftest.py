@@ -155,6 +155,30 @@ class ReactorServer:
         raise AssertionError(f"expected {done} finished jobs, have {[(j['id'], j['status']) for j in self.jobs()]}")
 
 
+def wait_until(predicate, timeout: float = 15.0, every: float = 0.05):
+    """Poll `predicate` until it returns something truthy, and return that; fail after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (value := predicate()):
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def log_lines(server, msg: str) -> list[dict]:
+    """reactor's JSON log lines with this message (each worker logs its own)."""
+    lines = []
+    for line in server.logs().splitlines():
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("msg") == msg:
+                lines.append(record)
+    return lines
+
+
 def run_cli(*args, env=None):
     """`python -m reactor ARGS` from the project's root, with this environment plus `env`."""
     return subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True, text=True, cwd=ROOT,

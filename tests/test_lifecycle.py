@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from tests.conftest import ROOT, SECRET, TOWN_HALL_RULES, Worker, event, free_port
+from tests.conftest import ROOT, SECRET, TOWN_HALL_RULES, Worker, event, free_port, log_lines, wait_until
 
 
 def start_fails(make_server, rules=TOWN_HALL_RULES, env=None) -> str:
@@ -39,29 +39,6 @@ def test_invalid_rules_at_start_up_name_the_file(make_server):
 
 def ready(server) -> dict:
     return requests.get(server.url + "/readyz", timeout=5).json()
-
-
-def log_lines(server, msg: str) -> list[dict]:
-    """reactor's JSON log lines with this message (each worker logs its own)."""
-    lines = []
-    for line in server.logs().splitlines():
-        if line.startswith("{"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("msg") == msg:
-                lines.append(record)
-    return lines
-
-
-def wait_until(predicate, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def matched_rules(server, topic: str) -> list[str]:

@@ -15,28 +15,8 @@ import requests
 from reactor.delivery import NewDelivery
 from reactor.redact import REDACTED, scrub
 from reactor.store import open_store
-from tests.conftest import ROOT, SECRET, STREAM_KEY, ReactorServer, event, run_cli, signed_headers
+from tests.conftest import ROOT, SECRET, STREAM_KEY, ReactorServer, event, log_lines, run_cli, signed_headers, wait_until
 from tests.zoom_standin import Reply
-
-
-def log_lines(server, msg: str) -> list[dict]:
-    out = []
-    for line in server.logs().splitlines():
-        if line.startswith("{"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("msg") == msg:
-                out.append(record)
-    return out
-
-
-def wait_until(predicate, timeout=15.0):
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def stored_text(server) -> str:

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import TOWN_HALL_RULES, event, signed_headers
+from tests.conftest import TOWN_HALL_RULES, event, signed_headers, wait_until
 from tests.zoom_standin import Reply
 
 
@@ -29,15 +29,6 @@ def confirmation(meeting_id, uuid_, name="meeting.live_streaming_started"):
 def start_job(server):
     [job] = [j for j in server.jobs() if j["action"]["kind"] == "livestream.start"]
     return job
-
-
-def wait_for(predicate, timeout=20.0, every=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (value := predicate()):
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 # -- 1. Zoom's retries after an outage keep their first timestamp (unconfirmed): they are accepted
@@ -73,7 +64,7 @@ def test_a_429_start_that_zoom_confirms_is_done_and_not_retried(make_server, zoo
     server = make_server(zoom=zoom, env=db_env)
     server.post(event(meeting_id="9100", uuid_="u-9100"))
     zoom.wait_for(1)
-    wait_for(lambda: start_job(server)["status"] == "pending")
+    wait_until(lambda: start_job(server)["status"] == "pending")
     assert server.post(confirmation(9100, "u-9100")).status_code == 200
     time.sleep(4.5)  # past the Retry-After: a retry would have been sent by now
     assert len(zoom.api_calls()) == 1, "the confirmed start was retried"
@@ -88,7 +79,7 @@ def test_a_confirmation_while_the_call_is_in_flight_is_not_lost(make_server, zoo
     server.post(event(meeting_id="9200", uuid_="u-9200"))
     zoom.wait_for(1)
     assert server.post(confirmation(9200, "u-9200")).status_code == 200  # Zoom: started, while we still wait
-    job = wait_for(lambda: (j := start_job(server))["status"] != "running" and j)
+    job = wait_until(lambda: (j := start_job(server))["status"] != "running" and j)
     time.sleep(1.5)  # a 5xx would be retried after ~1 s
     assert job["status"] == "done" and job["confirmed_at"] is not None
     assert len(zoom.api_calls()) == 1

@@ -10,17 +10,8 @@ import uuid
 
 import requests
 
-from tests.conftest import ACCOUNT_ID, CLIENT_SECRET, SECRET, event, run_cli, signed_headers
+from tests.conftest import ACCOUNT_ID, CLIENT_SECRET, SECRET, event, run_cli, signed_headers, wait_until
 from tests.zoom_standin import Reply
-
-
-def wait_for(predicate, timeout=20.0, every=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (value := predicate()):
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def history_text(server) -> str:
