@@ -77,8 +77,11 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets
 
 
 def _topic(value) -> str:
-    """The topic as the console searches it: text only, without NUL (PostgreSQL's text cannot hold it)."""
-    return value.replace("\x00", "")[:300] if isinstance(value, str) else ""
+    """The topic as the console searches it: text only, without NUL (PostgreSQL's text cannot hold it) and
+    with a lone surrogate (a topic cut mid-emoji, which no database can store) as "?"."""
+    if not isinstance(value, str):
+        return ""
+    return value.replace("\x00", "")[:300].encode("utf-8", "replace").decode("utf-8")
 
 
 def _verdicts(verdicts, skipped: list[Skipped]) -> list[dict]:

@@ -52,13 +52,15 @@ def test_retry_dead_requeues_every_dead_action_and_nothing_else(make_server, zoo
     env = {"DATABASE_URL": server.env["DATABASE_URL"]}
     refused = run_cli("retry", env=env)
     assert refused.returncode == 2 and "--dead" in refused.stderr
-    result = run_cli("retry", "--dead", env=env)
+    listed = run_cli("retry", "--dead", env=env)
+    assert listed.returncode == 0 and "2 of 2 dead action(s) would be re-queued" in listed.stdout, listed.stdout
+    result = run_cli("retry", "--dead", "--yes", env=env)
     assert result.returncode == 0 and "re-queued 2 dead action(s)" in result.stdout, result.stdout + result.stderr
     server.wait_jobs(3, statuses=("done",))
     time.sleep(1.0)
     paths = sorted(c.path.split("/")[3] for c in zoom.api_calls())
     assert paths == ["72000000001", "72000000001", "72000000002", "72000000002", "72000000003"]
-    again = run_cli("retry", "--dead", env=env)
+    again = run_cli("retry", "--dead", "--yes", env=env)
     assert again.returncode == 1 and "re-queued 0 dead action(s)" in again.stdout
 
 

@@ -86,11 +86,13 @@ def test_an_event_85_minutes_old_is_dead_at_the_deadline_and_retry_sends_it_once
     [job] = server.wait_jobs(1)
     assert job["status"] == "dead", job
     assert "older than REACTOR_ACTION_DEADLINE" in job["last_message"]
-    assert "python -m reactor retry ID" in job["last_message"]
+    assert "python -m reactor retry ACTION --force" in job["last_message"]
     assert zoom.api_calls() == [], "no stream started blindly"
 
-    result = run_cli("retry", str(job["id"]), env={"DATABASE_URL": server.env["DATABASE_URL"]})
-    assert result.returncode == 0 and "re-queued 1 dead action(s)" in result.stdout, result.stderr
+    refused = run_cli("retry", str(job["id"]), env={"DATABASE_URL": server.env["DATABASE_URL"]})
+    assert refused.returncode == 1 and "past its deadline" in refused.stdout, "an operator must force a late start"
+    result = run_cli("retry", str(job["id"]), "--force", env={"DATABASE_URL": server.env["DATABASE_URL"]})
+    assert result.returncode == 0 and "re-queued 1 action" in result.stdout, result.stderr
     zoom.wait_for(1)
     server.wait_jobs(1, statuses=("done",))
     time.sleep(1.0)
@@ -211,7 +213,7 @@ def test_unsigned_garbage_is_exactly_401_and_stores_nothing(make_server):
             {"content-type": "application/json", "x-zm-request-timestamp": str(int(time.time())),
              "x-zm-signature": "v0=" + "0" * 64},
             signed_headers(raw, secret="not-the-secret"),
-            signed_headers(raw, timestamp=int(time.time()) - 3600),
+            signed_headers(raw, timestamp=int(time.time()) - 7300),  # outside the two-hour window
         ]
         for headers in attempts:
             response = requests.post(server.url + "/webhooks/zoom", data=raw, headers=headers, timeout=10)

@@ -225,13 +225,14 @@ def test_database_goes_away_503_within_2_5_s_readyz_says_why_and_listen_reconnec
         threads = [threading.Thread(target=load, args=(k * 1000,), daemon=True) for k in range(3)]
         [t.start() for t in threads]
         try:
+            time.sleep(1.6)  # past the answer /readyz reuses for 1.5 s
             ready = requests.get(server.url + "/readyz", timeout=2.5)
-            time.sleep(4.0)
+            time.sleep(2.4)
         finally:
             stop.set()
             [t.join() for t in threads]
-        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
-        assert "PostgreSQL" in ready.json()["reason"], ready.json()
+        assert ready.status_code == 503 and ready.json() == {"status": "unavailable"}  # the public says no more
+        assert "PostgreSQL" in server.logs(), "why is in the log"
         failed = [(s, round(took, 2)) for s, took in outcomes if s != 200]
         assert len(failed) >= 3, f"the outage was not seen: {outcomes}"
         assert all(s == 503 and took <= 2.5 for s, took in failed), f"non-200 answers: {failed}"
@@ -242,7 +243,10 @@ def test_database_goes_away_503_within_2_5_s_readyz_says_why_and_listen_reconnec
                    timeout=5).status_code != 200:
             assert time.time() < deadline, "webhooks are not accepted again after the database came back"
             time.sleep(0.2)
-        assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+        deadline = time.time() + 5  # once the reused answer has expired
+        while requests.get(server.url + "/readyz", timeout=5).status_code != 200:
+            assert time.time() < deadline, "/readyz did not say ready again"
+            time.sleep(0.2)
         # the LISTEN connection retries with back-off (up to 10 s): allow for it
         three_fast_wakes(server, zoom, 63_300_000_000, seconds=25, when="after recovery")
     finally:
@@ -301,6 +305,9 @@ def test_pacing_two_instances_and_a_worker_never_exceed_20_calls_in_a_second(mak
 
 
 def test_migrate_twice_at_once_is_safe_and_migrate_is_idempotent():
+    from reactor.store.schema import SCHEMA_VERSION
+
+    every_version = [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # one row per step, each once
     for _ in range(3):  # a race needs a few chances to show
         url = fresh_postgres_schema()
         env = {**_env(), "DATABASE_URL": url}
@@ -308,9 +315,9 @@ def test_migrate_twice_at_once_is_safe_and_migrate_is_idempotent():
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
         results = [(p.wait(60), *p.communicate()) for p in procs]
         assert all(code == 0 and "schema is up to date" in out for code, out, _ in results), results
-        assert query(url, "SELECT version FROM reactor_schema") == [(1,)]
+        assert query(url, "SELECT version FROM reactor_schema ORDER BY version") == every_version
     migrate(url)
-    assert query(url, "SELECT version FROM reactor_schema") == [(1,)]
+    assert query(url, "SELECT version FROM reactor_schema ORDER BY version") == every_version
     assert query(url, "SELECT count(*) FROM jobs") == [(0,)]
 
 
