@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .errors import SchemaError, StoreError
 from .housekeeping import start_housekeeping
 from .live_rules import ActiveRules
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     validated (else the files); invalid settings or rules raise."""
     configure_logging()
     settings = settings or Settings.from_env()
+    if settings.metrics:
+        metrics.enable()
     active = ActiveRules(settings, rules)
     store = open_store(settings.database_url)
     try:
@@ -65,12 +68,20 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
-    start_housekeeping(active.reload_if_changed, store.maintain,
+    start_housekeeping(lambda: _reload(active), store.maintain,
                        *([reactor.dispatcher.upkeep] if reactor.dispatcher is not None else []))
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])
     return app
+
+
+def _reload(active: ActiveRules) -> None:
+    """Reload the rules when their files changed; a rejected reload is counted (and alerted)."""
+    before = active.last_error
+    active.reload_if_changed()
+    if active.last_error and active.last_error != before:
+        metrics.reload_failed()
 
 
 def _json_errors(app: Flask) -> None:

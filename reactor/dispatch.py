@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import replace
 
+from . import metrics
 from .delivery import Job
 from .errors import NotSent, SecretError, StoreError, ZoomError
 from .logs import log
@@ -159,6 +160,7 @@ class Dispatcher:
         except ZoomError as exc:
             result = exc
         took = round((self.clock() - started) * 1000, 1)
+        metrics.zoom_request(action.path, getattr(result, "status", None), took / 1000)
         decision = after_call(job, result, started, took, sent)
         attempt = decision.attempt
         self._finish(job, replace(decision, attempt=replace(attempt, message=scrub(attempt.message, revealed))))
@@ -166,6 +168,7 @@ class Dispatcher:
     def _finish(self, job: Job, decision: Decision) -> None:
         attempt = decision.attempt
         held = self.store.finish(job, self.owner, attempt, decision.status, decision.due_at, failure=decision.failure)
+        metrics.action(job.action.kind, attempt.outcome)
         log("attempt", job=job.id, delivery=job.delivery_id, rule=job.action.rule, action=job.action.kind,
             path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,
             zoom_code=attempt.zoom_code, message=attempt.message, next_at=attempt.next_at,

@@ -24,6 +24,10 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
 
 
 def on_starting(server):
+    if os.environ.get("REACTOR_METRICS", "1").strip().lower() not in ("0", "false", "no"):
+        from reactor.metrics import clean, multiproc_dir
+
+        clean(multiproc_dir())  # before any worker counts: a restart starts from zero, never from old files
     from reactor.live_rules import validate
     from reactor.errors import ReactorError
     from reactor.settings import Settings
@@ -56,3 +60,10 @@ def on_reload(server):
                          "\n  ".join(problems))
     else:
         server.log.warning("reactor: rules re-validated; restarting workers with them")
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges stop counting (its counters stay, as Prometheus expects)."""
+    from reactor.metrics import worker_exited
+
+    worker_exited(worker.pid)

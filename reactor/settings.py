@@ -64,6 +64,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REACTOR_RULES", "rules folder or file", "rules", field="rules_path"),
     Setting("REACTOR_SECRET_KEY", "Fernet key for enc: values in rules (`python -m reactor keygen`)", secret=True,
             field="secret_key"),
+    Setting("REACTOR_METRICS", "1: count Prometheus metrics and serve GET /metrics; 0: neither", "1",
+            field="metrics", kind="flag"),
+    Setting("REACTOR_METRICS_TOKEN", "when set, GET /metrics needs `Authorization: Bearer <this>`", secret=True,
+            field="metrics_token"),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "where each process writes its metrics (emptied at start by gunicorn)",
+            "var/prometheus, else a folder in the temp folder"),
+    Setting("REACTOR_ALERT_URL", "a chat incoming-webhook URL that gets reactor's alerts (dead actions, unconfirmed "
+            "starts); unset: no alerts", secret=True, field="alert_url"),
+    Setting("REACTOR_ALERT_FORMAT", "the chat's message format: text (Slack, Mattermost, Google Chat, Teams "
+            "workflows), content (Discord)", "text", field="alert_format", kind="choice", choices=("text", "content"),
+            hint="use 'text' (Slack, Mattermost, Google Chat, Teams workflows) or 'content' (Discord)"),
+    Setting("REACTOR_CONFIRM_TIMEOUT", "seconds Zoom has to confirm a start (meeting.live_streaming_started) "
+            "before an alert; 0: no such alert", "120", field="confirm_timeout", kind="int"),
     Setting("WEB_CONCURRENCY", "gunicorn worker processes", "one per core, at least 2"),
     Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "8"),
     Setting("GUNICORN_LOGLEVEL", "gunicorn's own log level", "warning"),
@@ -90,6 +103,11 @@ class Settings:
     history_days: int = 30
     secret_key: str = field(default="", repr=False)
     port: int = 8000                   # where gunicorn listens (PaaS set PORT); `send` posts there
+    metrics: bool = True
+    metrics_token: str = field(default="", repr=False)
+    alert_url: str = field(default="", repr=False)
+    alert_format: str = "text"         # text: {"text": ...}; content: {"content": ...} (Discord)
+    confirm_timeout: int = 120         # seconds; 0: no alert for an unconfirmed start
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(api_url={self.api_url!r}, rules_path={self.rules_path!r}, dry_run={self.dry_run})"

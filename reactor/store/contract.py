@@ -131,5 +131,11 @@ class Store:
         """{"deliveries": n, "pending": n, "running": n, "done": n, "dead": n, "skipped": n}."""
         raise NotImplementedError
 
+    def outbox(self, now: float) -> dict:
+        """The outbox at `now`, for monitoring (read at every scrape, so cheap): {"jobs": {status: n} for
+        every status in STATUSES, "oldest_pending_seconds": seconds from the event of the oldest pending or
+        running job to `now` (0 when there is none)}. Counts every process's jobs of the shared store."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections held by this process."""

@@ -267,6 +267,15 @@ class SQLStore(GroupCommit, Store):
                 out[row["status"]] = row["n"]
         return out
 
+    def outbox(self, now: float) -> dict:
+        jobs = dict.fromkeys(STATUSES, 0)
+        with self.reading() as conn:
+            for row in self.run(conn, "SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall():
+                jobs[row["status"]] = row["n"]
+            oldest = self.run(conn, "SELECT min(event_ts) AS ts FROM jobs WHERE status IN ('pending', 'running')"
+                              ).fetchone()["ts"]
+        return {"jobs": jobs, "oldest_pending_seconds": max(0.0, now - oldest / 1000) if oldest is not None else 0.0}
+
 
 def _job(row) -> Job:
     return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),
