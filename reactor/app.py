@@ -13,6 +13,7 @@ from .errors import SchemaError, StoreError
 from .housekeeping import start_housekeeping
 from .live_rules import ActiveRules
 from .logs import configure_logging, log
+from .notify import AlertSweep
 from .rules.match import RuleSet
 from .settings import Settings
 from .store import Store, open_store
@@ -68,8 +69,12 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
-    start_housekeeping(lambda: _reload(active), store.maintain,
-                       *([reactor.dispatcher.upkeep] if reactor.dispatcher is not None else []))
+    tasks = [lambda: _reload(active), store.maintain]
+    if reactor.dispatcher is not None:
+        tasks.append(reactor.dispatcher.upkeep)
+    if settings.alert_url:
+        tasks.append(AlertSweep(store, settings, reactor.wake_dispatcher))
+    start_housekeeping(*tasks)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])

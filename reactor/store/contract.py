@@ -137,5 +137,15 @@ class Store:
         running job to `now` (0 when there is none)}. Counts every process's jobs of the shared store."""
         raise NotImplementedError
 
+    def alert_causes(self, now: float, confirm_timeout: float, since: float) -> list[dict]:
+        """What deserves an alert and has none yet (no delivery with dedup_key alert:<cause>:<job id>), each
+        a dict with cause ("dead" or "unconfirmed"), id, rule, kind, order_key, instance, last_message, and
+        body (its delivery's, redacted):
+
+        - dead: a dead job (not itself an alert) that went dead at or after `since`;
+        - unconfirmed (only when confirm_timeout > 0): a livestream.start that Zoom answered with a 2xx,
+          done, not confirmed, finished between `since` and now - confirm_timeout."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections held by this process."""

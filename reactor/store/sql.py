@@ -276,6 +276,28 @@ class SQLStore(GroupCommit, Store):
                               ).fetchone()["ts"]
         return {"jobs": jobs, "oldest_pending_seconds": max(0.0, now - oldest / 1000) if oldest is not None else 0.0}
 
+    def alert_causes(self, now: float, confirm_timeout: float, since: float) -> list[dict]:
+        columns = "j.id, j.rule, j.kind, j.order_key, j.instance, j.last_message, d.body"
+        out = []
+        with self.reading() as conn:
+            rows = self.run(conn, f"""SELECT {columns} FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
+                WHERE j.status = 'dead' AND j.kind <> 'alert' AND j.updated_at >= ?
+                  AND NOT EXISTS (SELECT 1 FROM deliveries a WHERE a.dedup_key = 'alert:dead:' || j.id)
+                ORDER BY j.id""", (since,)).fetchall()
+            out += [{"cause": "dead", **dict(row)} for row in rows]
+            if confirm_timeout > 0:
+                rows = self.run(conn, f"""SELECT {columns} FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
+                    WHERE j.status = 'done' AND j.kind = 'livestream.start' AND j.confirmed_at IS NULL
+                      AND j.updated_at >= ? AND j.updated_at <= ?
+                      AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id
+                                  AND a.http_status >= 200 AND a.http_status < 300)
+                      AND NOT EXISTS (SELECT 1 FROM deliveries a WHERE a.dedup_key = 'alert:unconfirmed:' || j.id)
+                    ORDER BY j.id""", (since, now - confirm_timeout)).fetchall()
+                out += [{"cause": "unconfirmed", **dict(row)} for row in rows]
+        for cause in out:
+            cause["body"] = json.loads(cause["body"]) if isinstance(cause["body"], str) else cause["body"]
+        return out
+
 
 def _job(row) -> Job:
     return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),

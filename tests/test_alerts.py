@@ -1,0 +1,87 @@
+"""Alerts to a chat webhook (REACTOR_ALERT_URL) through the real gunicorn, with a second local stand-in
+server playing the chat (Slack-style incoming webhook): it records every POST and answers as scripted."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import event
+from tests.zoom_standin import Reply, ZoomStandIn
+
+HOOK = "/hooks/T0001/B0002/hook-secret-9d1f7e"  # the URL's last part is the secret, as Slack's is
+SWEEP = 5.0  # reactor.notify.ALERT_SWEEP_EVERY
+
+
+@pytest.fixture
+def chat():
+    standin = ZoomStandIn()
+    yield standin
+    standin.close()
+
+
+def confirmation(meeting_id, uuid_):
+    body = event("meeting.live_streaming_started", meeting_id=int(meeting_id), uuid_=uuid_)
+    body["payload"]["object"]["live_streaming"] = {"service": "Custom_Live_Streaming_Service",
+                                                   "date_time": "2026-11-26T17:00:10Z"}
+    return body
+
+
+def alert_env(chat, **more) -> dict:
+    return {"REACTOR_ALERT_URL": chat.url + HOOK, **more}
+
+
+def test_a_dead_start_raises_exactly_one_alert_even_when_the_chat_fails_first(make_server, zoom, chat):
+    zoom.script("/v2/meetings/85746065432/livestream/status",
+                [Reply(404, {"code": 3001, "message": "Meeting does not exist: 85746065432."})])
+    chat.script(HOOK, [Reply(500, "oops"), Reply(500, "oops")])  # then the default: 204
+    server = make_server(zoom=zoom, env=alert_env(chat))
+    assert server.post(event(topic="Town Hall - November")).status_code == 200
+
+    posts = chat.wait_for(3, HOOK, timeout=40)
+    time.sleep(2 * SWEEP + 2)  # later sweeps find the cause again: it must not be sent again
+    posts = chat.api_calls(HOOK)
+    assert [p.status for p in posts] == [500, 500, 204]
+    assert len({p.body["text"] for p in posts}) == 1  # the same message, retried
+    text = posts[-1].body["text"]
+    for part in ("85746065432", "Town Hall - November", "Stream town halls", "livestream.start", "404", "3001",
+                 "Meeting does not exist", "python -m reactor retry"):
+        assert part in text, (part, text)
+
+    [alert] = [j for j in server.jobs() if j["action"]["kind"] == "alert"]
+    assert alert["status"] == "done"
+    assert [a["outcome"] for a in alert["attempt_log"]] == ["retry", "retry", "done"]
+    assert alert["action"]["path"] == "REACTOR_ALERT_URL"  # the setting's name, never the URL
+    assert "hook-secret-9d1f7e" not in str(server.history(limit=1000)) + server.logs()
+
+
+def test_a_start_not_confirmed_in_time_raises_one_alert_and_a_confirmed_one_none(make_server, zoom, chat):
+    server = make_server(zoom=zoom, env=alert_env(chat, REACTOR_CONFIRM_TIMEOUT="4"))
+    late, on_time = "85746065432", "85746065999"
+    on_time_uuid = "on-time-instance-uuid"
+    assert server.post(event(meeting_id=late)).status_code == 200
+    assert server.post(event(meeting_id=on_time, uuid_=on_time_uuid)).status_code == 200
+    zoom.wait_for(2)
+    assert server.post(confirmation(on_time, on_time_uuid)).status_code == 200  # well within 4 s
+
+    [post] = chat.wait_for(1, HOOK, timeout=30)
+    assert late in post.body["text"] and "meeting.live_streaming_started" in post.body["text"]
+    time.sleep(2 * SWEEP + 2)
+    assert len(chat.api_calls(HOOK)) == 1, [c.body for c in chat.api_calls(HOOK)]
+    assert on_time not in chat.api_calls(HOOK)[0].body["text"]
+
+
+def test_no_unconfirmed_alert_with_the_timeout_off(make_server, zoom, chat):
+    server = make_server(zoom=zoom, env=alert_env(chat, REACTOR_CONFIRM_TIMEOUT="0"))
+    assert server.post(event()).status_code == 200
+    zoom.wait_for(1)
+    time.sleep(2 * SWEEP + 2)
+    assert chat.api_calls(HOOK) == []
+
+
+def test_discord_format_posts_content(make_server, zoom, chat):
+    zoom.script("/v2/meetings/85746065432/livestream/status", [Reply(400, {"code": 1010, "message": "nope"})])
+    server = make_server(zoom=zoom, env=alert_env(chat, REACTOR_ALERT_FORMAT="content"))
+    assert server.post(event()).status_code == 200
+    [post] = chat.wait_for(1, HOOK, timeout=30)
+    assert set(post.body) == {"content"} and "1010" in post.body["content"]
