@@ -65,7 +65,7 @@ def _topic(body: dict) -> str:
 
 def dead_text(cause: dict, public_url: str = "") -> str:
     """What an operator needs about a dead action: which rule, meeting and topic, what Zoom said, what to do."""
-    meeting = cause["order_key"].partition(":")[2] or cause["order_key"]
+    meeting = cause["order_key"].rpartition("/")[2]
     topic = _topic(cause["body"])
     return (f":rotating_light: reactor: {cause['kind']} for meeting {meeting}"
             f"{f' ({topic})' if topic else ''} is dead (rule \"{cause['rule']}\"): {cause['last_message']}. "
@@ -74,7 +74,7 @@ def dead_text(cause: dict, public_url: str = "") -> str:
 
 
 def unconfirmed_text(cause: dict, timeout: int) -> str:
-    meeting = cause["order_key"].partition(":")[2] or cause["order_key"]
+    meeting = cause["order_key"].rpartition("/")[2]
     topic = _topic(cause["body"])
     return (f":warning: reactor: Zoom accepted livestream.start for meeting {meeting}"
             f"{f' ({topic})' if topic else ''} (rule \"{cause['rule']}\") but has not reported the stream live "

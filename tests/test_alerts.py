@@ -85,3 +85,41 @@ def test_discord_format_posts_content(make_server, zoom, chat):
     assert server.post(event()).status_code == 200
     [post] = chat.wait_for(1, HOOK, timeout=30)
     assert set(post.body) == {"content"} and "1010" in post.body["content"]
+
+
+NOTIFY_RULES = """
+rules:
+  - name: Stream town halls
+    on: meeting.started
+    when:
+      topic: {glob: "Town Hall*"}
+    do:
+      - livestream.start
+      - notify:
+          url: ${CHAT_HOOK_URL}
+          text: "Streaming {{ topic }} ({{ id }}) now"
+"""
+
+
+def test_a_rules_notify_arrives_rendered_without_its_url_in_the_history(make_server, zoom, chat):
+    server = make_server(NOTIFY_RULES, zoom=zoom, env={"CHAT_HOOK_URL": chat.url + HOOK})
+    assert server.post(event(topic="Town Hall - November")).status_code == 200
+    [post] = chat.wait_for(1, HOOK)
+    assert post.body == {"text": "Streaming Town Hall - November (85746065432) now"}
+    zoom.wait_for(1)
+    jobs = {j["action"]["kind"]: j for j in server.wait_jobs(2)}
+    assert jobs["notify"]["status"] == "done" and jobs["livestream.start"]["status"] == "done"
+    assert jobs["notify"]["action"]["path"] == "${CHAT_HOOK_URL}"
+    assert "hook-secret-9d1f7e" not in str(server.history(limit=1000)) + server.logs()
+
+
+def test_check_refuses_a_notify_url_written_in_clear(tmp_path):
+    from tests.conftest import run_cli
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(NOTIFY_RULES.replace("${CHAT_HOOK_URL}", "https://hooks.example.com/services/T/B/x"))
+    result = run_cli("check", str(rules), env={"CHAT_HOOK_URL": "x"})
+    assert result.returncode == 1
+    assert "rules.yaml:10" in result.stdout + result.stderr and "secret reference" in result.stdout + result.stderr
+    rules.write_text(NOTIFY_RULES)
+    assert run_cli("check", str(rules), env={"CHAT_HOOK_URL": "https://hooks.example.com/x"}).returncode == 0
