@@ -23,11 +23,18 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
 
 
-def on_starting(server):
-    if os.environ.get("REACTOR_METRICS", "1").strip().lower() not in ("0", "false", "no"):
-        from reactor.metrics import clean, multiproc_dir
+_own_metrics_dir: str | None = None  # the metrics folder reactor chose (PROMETHEUS_MULTIPROC_DIR was unset)
 
-        clean(multiproc_dir())  # before any worker counts: a restart starts from zero, never from old files
+
+def on_starting(server):
+    global _own_metrics_dir
+    if os.environ.get("REACTOR_METRICS", "1").strip().lower() not in ("0", "false", "no"):
+        from reactor.metrics import ENV, clean, multiproc_dir
+
+        chosen = not os.environ.get(ENV, "").strip()
+        folder = multiproc_dir()
+        clean(folder)  # before any worker counts: a restart starts from zero, never from old files
+        _own_metrics_dir = folder if chosen else None
     from reactor.live_rules import validate
     from reactor.errors import ReactorError
     from reactor.settings import Settings
@@ -60,6 +67,14 @@ def on_reload(server):
                          "\n  ".join(problems))
     else:
         server.log.warning("reactor: rules re-validated; restarting workers with them")
+
+
+def on_exit(server):
+    """reactor's own metrics folder goes with the server (counts start from zero at the next start anyway)."""
+    if _own_metrics_dir:
+        import shutil
+
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -6,7 +6,8 @@ Mattermost, Google Chat and Microsoft Teams workflows ("Post to a channel when a
 received") accept; `content` posts {"content": ...} for Discord.
 
 Alerts are raised by a sweep (every ALERT_SWEEP_EVERY seconds, in each web process): it finds the causes
-in the store (a dead action, a start Zoom accepted but did not confirm in time) and queues one `alert` job
+in the store (a dead action, a start Zoom accepted but did not confirm in time, a stream stopped while its
+meeting runs) and queues one `alert` job
 per cause, with the dedup key alert:<cause>:<job id>, so however many processes sweep and however
 often, a cause is queued once; a crash between the cause and its alert only delays the alert to the next
 sweep. Queued alerts go out through the outbox like any call: retried, paced per chat host, recorded,
@@ -16,6 +17,7 @@ reference, never the URL.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import requests
@@ -32,6 +34,8 @@ ALERT_RULE = "reactor alerts"
 ALERT_SWEEP_EVERY = 5.0    # seconds between sweeps in a process
 ALERT_WINDOW = 86400.0     # causes older than this raise no alert (turning alerts on does not replay history)
 CHAT_RATE = 1.0            # messages per second per chat host (Slack's limit for an incoming webhook)
+SIGNATURE_FAILURES = 20    # bad signatures in one process within SIGNATURE_WINDOW that raise an alert
+SIGNATURE_WINDOW = 300.0
 TEXT_MAX = 3000            # Slack's text limit is 40,000; a chat line should stay readable
 
 
@@ -82,47 +86,120 @@ def unconfirmed_text(cause: dict, timeout: int) -> str:
             f"streaming service (stream URL and key); `python -m reactor history --meeting {meeting}` shows the call.")
 
 
-def alert_action(cause_kind: str, job_id: int, text: str) -> PlannedAction:
-    key = f"alert:{cause_kind}:{job_id}"
+def stopped_text(cause: dict) -> str:
+    meeting = cause["order_key"].rpartition("/")[2]
+    topic = _topic(cause["body"])
+    return (f":warning: reactor: Zoom reports the live stream of meeting {meeting}{f' ({topic})' if topic else ''} "
+            f"stopped ({cause['kind']}) while the meeting is still running, and reactor did not stop it. Someone "
+            f"stopped it in Zoom or the streaming service dropped it: start it again from the meeting's controls "
+            f"(More > Live on Custom Live Streaming Service) and check the service.")
+
+
+def alert_action(key: str, text: str) -> PlannedAction:
     return PlannedAction(rule=ALERT_RULE, kind="alert", method="POST", path=ALERT_URL_SETTING, body={"text": text},
                          order_key=key, account="chat")
 
 
+def queue_alert(store, settings, key: str, text: str, now: float, about: dict) -> bool:
+    """Queue one alert job under the deduplication key `key` (alert:<cause>:<id>); False when that cause
+    already has its alert. Raises StoreError when the store cannot take it."""
+    action = alert_action(key, text)
+    delivery = NewDelivery(dedup_key=key, event="reactor.alert", event_ts_ms=int(now * 1000), received_at=now,
+                           body={"alert": key, **about},
+                           verdicts=[{"rule": ALERT_RULE, "matched": True, "why": key}], order_key=key)
+    accepted = store.accept(delivery, [action], now + settings.action_deadline)
+    if not accepted.duplicate:
+        log("alert queued", alert=key, delivery=accepted.delivery_id)
+    return not accepted.duplicate
+
+
 def raise_alerts(store, settings, now: float | None = None) -> int:
-    """Queue one alert per new cause (dead actions; starts unconfirmed after REACTOR_CONFIRM_TIMEOUT);
-    return how many were queued by this call."""
+    """Queue one alert per new cause the store shows (dead actions; starts unconfirmed after
+    REACTOR_CONFIRM_TIMEOUT; streams stopped unexpectedly); return how many this call queued."""
     now = time.time() if now is None else now
+    texts = {"dead": dead_text, "unconfirmed": lambda c: unconfirmed_text(c, settings.confirm_timeout),
+             "stopped": stopped_text}
     queued = 0
     for cause in store.alert_causes(now, settings.confirm_timeout, now - ALERT_WINDOW):
         kind = cause["cause"]
-        text = dead_text(cause) if kind == "dead" else unconfirmed_text(cause, settings.confirm_timeout)
-        action = alert_action(kind, cause["id"], text)
-        delivery = NewDelivery(dedup_key=action.order_key, event="reactor.alert", event_ts_ms=int(now * 1000),
-                               received_at=now, body={"alert": kind, "job": cause["id"]},
-                               verdicts=[{"rule": ALERT_RULE, "matched": True, "why": f"{kind} action {cause['id']}"}],
-                               order_key=action.order_key)
-        accepted = store.accept(delivery, [action], now + settings.action_deadline)
-        if not accepted.duplicate:
-            queued += 1
-            log("alert queued", cause=kind, job=cause["id"], delivery=accepted.delivery_id)
+        queued += queue_alert(store, settings, f"alert:{kind}:{cause['id']}", texts[kind](cause), now,
+                              {"cause": kind, "id": cause["id"]})
     return queued
 
 
 class AlertSweep:
-    """The housekeeping task: raise_alerts at most every ALERT_SWEEP_EVERY seconds; wakes the dispatcher."""
+    """The housekeeping task of a web process: raise_alerts at most every ALERT_SWEEP_EVERY seconds, and
+    queue what this process noted meanwhile (a rejected reload, 503s, bad signatures) as soon as the
+    store takes it. Wakes the dispatcher when it queued something."""
 
     __name__ = "alert_sweep"
 
-    def __init__(self, store, settings, wake=lambda: None, clock=time.monotonic):
-        self.store, self.settings, self.wake, self.clock = store, settings, wake, clock
+    def __init__(self, store, settings, wake=lambda: None, clock=time.monotonic, now=time.time,
+                 signature_threshold: int = SIGNATURE_FAILURES):
+        self.store, self.settings, self.wake, self.clock, self.now = store, settings, wake, clock, now
+        self.signature_threshold = signature_threshold
         self._at = float("-inf")
+        self._lock = threading.Lock()
+        self._noted: dict[str, str] = {}          # key -> text, queued at the next tick the store takes it
+        self._outage: list[float] = []             # [first, last, count] of 503s not yet alerted
+        self._bad: list[float] = []                # times of bad signatures in the last SIGNATURE_WINDOW
+
+    def note(self, key: str, text: str, latest: bool = False) -> None:
+        """Queue an alert at the next tick (kept until the store takes it); `latest`: this text replaces
+        a waiting one with the same key."""
+        with self._lock:
+            if latest:
+                self._noted[key] = text
+            else:
+                self._noted.setdefault(key, text)
+
+    def refused(self) -> None:
+        """A delivery was answered 503 (the database refused it)."""
+        now = self.now()
+        with self._lock:
+            self._outage = [self._outage[0], now, self._outage[2] + 1] if self._outage else [now, now, 1]
+
+    def bad_signature(self) -> None:
+        now = self.now()
+        with self._lock:
+            self._bad = [t for t in self._bad if t > now - SIGNATURE_WINDOW] + [now]
+            if len(self._bad) != self.signature_threshold:
+                return
+        bucket = int(now // SIGNATURE_WINDOW)
+        self.note(f"alert:signatures:{bucket}",
+                  f":warning: reactor: {self.signature_threshold} webhook requests with a wrong or missing signature "
+                  f"within {SIGNATURE_WINDOW / 60:.0f} min (in one process). If Zoom's Secret Token was regenerated, "
+                  f"set the new one as ZOOM_WEBHOOK_SECRET_TOKEN; else someone is probing the endpoint (the log "
+                  f"lists the refused requests).")
 
     def __call__(self) -> None:
-        if self.clock() - self._at < ALERT_SWEEP_EVERY:
-            return
-        self._at = self.clock()
+        with self._lock:
+            outage = tuple(self._outage)
+        if outage:  # noted again each tick with the latest count, until the store takes it
+            first, last, count = outage
+            self.note(f"alert:outage:{int(first // 300)}",
+                      f":rotating_light: reactor: the database refused {count:.0f} webhook deliveries (answered 503) "
+                      f"between {_utc(first)} and {_utc(last)} UTC in one process. Zoom retries a refused delivery "
+                      f"after 5, 25 and 85 minutes; `python -m reactor doctor` checks the database now.", latest=True)
         try:
-            if raise_alerts(self.store, self.settings):
+            with self._lock:
+                noted = list(self._noted.items())
+            queued = 0
+            for key, text in noted:
+                queued += queue_alert(self.store, self.settings, key, text, self.now(), {})
+                with self._lock:
+                    if self._noted.get(key) == text:
+                        del self._noted[key]
+                    if key.startswith("alert:outage:") and tuple(self._outage) == outage:
+                        self._outage = []  # sent; 503s after this snapshot stay for a later alert
+            if self.clock() - self._at >= ALERT_SWEEP_EVERY:
+                self._at = self.clock()
+                queued += raise_alerts(self.store, self.settings)
+            if queued:
                 self.wake()
         except StoreError as exc:
-            log("alerts: the store is unavailable; the next sweep tries again", 30, error=str(exc))
+            log("alerts: the store is unavailable; the next tick tries again", 30, error=str(exc))
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))

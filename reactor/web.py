@@ -106,6 +106,8 @@ def webhook():
     except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
         reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
         metrics.webhook("-", "rejected_signature", time.time() - now)
+        if reactor.alerts is not None:
+            reactor.alerts.bad_signature()
         return _error(401, NOT_SIGNED)
     except PayloadError as exc:  # the signature verified: the sender holds the Secret Token
         reactor.rejections(exc.status, str(exc), bytes=len(raw))
@@ -119,6 +121,8 @@ def webhook():
     except StoreError as exc:
         log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.record.event)
         metrics.webhook(outcome.record.event, "unavailable", time.time() - now)
+        if reactor.alerts is not None:
+            reactor.alerts.refused()
         return _error(503, "the database is unavailable; Zoom will retry this delivery")
     if accepted.job_ids:
         reactor.wake_dispatcher()

@@ -123,3 +123,64 @@ def test_check_refuses_a_notify_url_written_in_clear(tmp_path):
     assert "rules.yaml:10" in result.stdout + result.stderr and "secret reference" in result.stdout + result.stderr
     rules.write_text(NOTIFY_RULES)
     assert run_cli("check", str(rules), env={"CHAT_HOOK_URL": "https://hooks.example.com/x"}).returncode == 0
+
+
+def test_a_rejected_reload_raises_one_alert_with_the_errors(make_server, zoom, chat):
+    server = make_server(zoom=zoom, env=alert_env(chat))  # two workers: each rejects the files, one alert is sent
+    (server.rules_dir / "rules.yaml").write_text("rules:\n  - name: Broken\n    on: meeting.started\n    do: [livestream.strat]\n")
+    [post] = chat.wait_for(1, HOOK, timeout=30)
+    assert "rejected" in post.body["text"] and "livestream.strat" in post.body["text"]
+    time.sleep(2 * SWEEP)
+    assert len(chat.api_calls(HOOK)) == 1
+
+
+def test_a_stream_stopped_while_the_meeting_runs_raises_one_alert_and_a_meeting_end_none(make_server, zoom, chat):
+    server = make_server(zoom=zoom, env=alert_env(chat, REACTOR_CONFIRM_TIMEOUT="0"))
+    dropped, ended = "85746065432", "85746065777"
+    for meeting, instance in ((dropped, "dropped-uuid"), (ended, "ended-uuid")):
+        assert server.post(event(meeting_id=meeting, uuid_=instance)).status_code == 200
+    zoom.wait_for(2)
+    server.wait_jobs(2)
+    stopped = confirmation(dropped, "dropped-uuid")
+    stopped["event"] = "meeting.live_streaming_stopped"
+    assert server.post(stopped).status_code == 200
+    stopped = confirmation(ended, "ended-uuid")
+    stopped["event"] = "meeting.live_streaming_stopped"
+    assert server.post(stopped).status_code == 200
+    assert server.post(event("meeting.ended", meeting_id=ended, uuid_="ended-uuid")).status_code == 200
+
+    [post] = chat.wait_for(1, HOOK, timeout=60)  # after the 20 s grace for a meeting.ended
+    assert dropped in post.body["text"] and "stopped" in post.body["text"]
+    time.sleep(2 * SWEEP)
+    assert len(chat.api_calls(HOOK)) == 1
+
+
+def test_database_refusals_raise_one_alert_once_the_database_is_back(make_server, zoom, chat):
+    from tests.backends import migrated_postgres_schema
+    from tests.test_promises_postgres import Proxy
+
+    url = migrated_postgres_schema()
+    proxy = Proxy()
+    server = make_server(zoom=zoom, env=alert_env(chat, DATABASE_URL=proxy.url(url), WEB_CONCURRENCY="1"))
+    proxy.cut()
+    try:
+        statuses = [server.post(event(meeting_id=str(500 + n))).status_code for n in range(3)]
+        assert statuses == [503, 503, 503]
+        time.sleep(SWEEP)
+        assert chat.api_calls(HOOK) == []  # nothing can be queued while the database is away
+    finally:
+        proxy.restore()
+    [post] = chat.wait_for(1, HOOK, timeout=40)
+    time.sleep(SWEEP)
+    assert len(chat.api_calls(HOOK)) == 1
+    assert "refused 3" in post.body["text"] and "503" in post.body["text"]
+
+
+def test_a_burst_of_bad_signatures_raises_one_alert(make_server, zoom, chat):
+    server = make_server(zoom=zoom, env=alert_env(chat, WEB_CONCURRENCY="1"))
+    for _ in range(25):
+        assert server.post(event(), secret="rotated-secret").status_code == 401
+    [post] = chat.wait_for(1, HOOK, timeout=30)
+    assert "ZOOM_WEBHOOK_SECRET_TOKEN" in post.body["text"]
+    time.sleep(SWEEP)
+    assert len(chat.api_calls(HOOK)) == 1

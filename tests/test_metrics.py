@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from reactor.metrics import default_dirs
 from tests.backends import migrated_postgres_schema
 from tests.conftest import SECRET, event
 
@@ -27,12 +29,15 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def metrics_folder(server) -> Path:
+    return Path(default_dirs(str(server.tmp))[0])  # /dev/shm/reactor-metrics-<uid>-<hash of the folder>
+
+
 def worker_pids_with_counters(server) -> set[str]:
-    folder = server.tmp / "var" / "prometheus"
-    return {p.stem.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
+    return {p.stem.rsplit("_", 1)[1] for p in metrics_folder(server).glob("counter_*.db")}
 
 
-def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_starts_from_zero(make_server):
+def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_after_a_crash_starts_from_zero(make_server):
     server = make_server()  # two gunicorn workers (WEB_CONCURRENCY=2), dry run
     n = 60
     for i in range(n):  # a new connection each: gunicorn hands them to both workers
@@ -53,7 +58,8 @@ def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_starts
     info = [(dict(labels), v) for (name, labels), v in samples.items() if name == "reactor_rules_info"]
     assert len(info) == 1 and info[0][1] == 1 and info[0][0]["version"]
 
-    server.stop()
+    server.kill9()  # a crash leaves the folder behind (a clean stop removes it)
+    assert worker_pids_with_counters(server)
     server.start()  # the master empties the folder at start: nothing is counted twice
     samples = scrape(server)
     assert value(samples, "reactor_webhooks_total", event="meeting.started", outcome="accepted") == 0
@@ -94,4 +100,12 @@ def test_metrics_off_serves_no_page_and_counts_nothing(make_server):
     server = make_server(env={"REACTOR_METRICS": "0"})
     assert server.post(event()).status_code == 200
     assert requests.get(server.url + "/metrics", timeout=10).status_code == 404
-    assert not list((server.tmp / "var").glob("prometheus/*.db"))
+    assert not metrics_folder(server).exists() or not list(metrics_folder(server).glob("*.db"))
+
+
+def test_a_clean_stop_removes_reactors_own_metrics_folder(make_server):
+    server = make_server()
+    assert server.post(event()).status_code == 200
+    assert metrics_folder(server).is_dir()
+    server.stop()
+    assert not metrics_folder(server).exists()

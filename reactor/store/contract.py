@@ -144,7 +144,10 @@ class Store:
 
         - dead: a dead job (not itself an alert) that went dead at or after `since`;
         - unconfirmed (only when confirm_timeout > 0): a livestream.start that Zoom answered with a 2xx,
-          done, not confirmed, finished between `since` and now - confirm_timeout."""
+          done, not confirmed, finished between `since` (at most an hour ago) and now - confirm_timeout;
+        - stopped: a live_streaming_stopped delivery (id is the delivery's, kind its event) received between
+          `since` (at most an hour ago) and 20 s ago, for a meeting instance in which a start is done, no
+          stop was planned and no meeting.ended / webinar.ended has arrived (the meeting still runs)."""
         raise NotImplementedError
 
     def close(self) -> None:
