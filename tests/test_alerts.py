@@ -184,3 +184,20 @@ def test_a_burst_of_bad_signatures_raises_one_alert(make_server, zoom, chat):
     assert "ZOOM_WEBHOOK_SECRET_TOKEN" in post.body["text"]
     time.sleep(SWEEP)
     assert len(chat.api_calls(HOOK)) == 1
+
+
+def test_kill_9_while_an_alert_is_in_flight_loses_none_and_repeats_it_once(make_server, zoom, chat):
+    """At least once: the chat took the message but reactor died before recording it, so it is sent again."""
+    zoom.script("/v2/meetings/85746065432/livestream/status", [Reply(404, {"code": 3001, "message": "gone"})])
+    chat.script(HOOK, [Reply(204, delay=3.0)])  # the first message is received, its answer is slow
+    server = make_server(zoom=zoom, env=alert_env(chat))
+    assert server.post(event()).status_code == 200
+    chat.wait_for(1, HOOK, timeout=40)
+    server.kill9()  # before the chat's answer: the alert job stays "running" under a dead owner
+    server.start()  # its lease is released once the dead owner's heartbeat is silent (10 s)
+    posts = chat.wait_for(2, HOOK, timeout=60)
+    time.sleep(2 * SWEEP + 2)
+    posts = chat.api_calls(HOOK)
+    assert len(posts) == 2 and posts[0].body == posts[1].body, [p.body for p in posts]
+    [alert] = [j for j in server.jobs() if j["action"]["kind"] == "alert"]
+    assert alert["status"] == "done"
