@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REACTOR_METRICS_TOKEN", "when set, GET /metrics needs `Authorization: Bearer <this>`", secret=True,
             field="metrics_token"),
     Setting("PROMETHEUS_MULTIPROC_DIR", "where each process writes its metrics (emptied at start by gunicorn)",
-            "var/prometheus, else a folder in the temp folder"),
+            "a folder of reactor's own in /dev/shm, else var/prometheus"),
     Setting("REACTOR_ALERT_URL", "a chat incoming-webhook URL that gets reactor's alerts (dead actions, unconfirmed "
             "starts); unset: no alerts", secret=True, field="alert_url"),
     Setting("REACTOR_ALERT_FORMAT", "the chat's message format: text (Slack, Mattermost, Google Chat, Teams "
