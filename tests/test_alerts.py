@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.backends import BACKENDS
 from tests.conftest import event
 from tests.zoom_standin import Reply, ZoomStandIn
 
@@ -212,3 +213,38 @@ def test_kill_9_while_an_alert_is_in_flight_loses_none_and_repeats_it_once(make_
     assert len(posts) == 2 and posts[0].body == posts[1].body, [p.body for p in posts]
     [alert] = [j for j in server.jobs() if j["action"]["kind"] == "alert"]
     assert alert["status"] == "done"
+
+
+@pytest.mark.parametrize("make_store", BACKENDS)
+def test_the_store_lists_each_cause_until_its_alert_is_queued(make_store, tmp_path):
+    from reactor.delivery import NewDelivery
+    from reactor.notify import raise_alerts
+    from reactor.plan import PlannedAction
+    from reactor.settings import Settings
+    from reactor.store.contract import Attempt
+
+    store = make_store(tmp_path)
+    store.migrate()
+    now = time.time()
+    start = PlannedAction("r", "livestream.start", "PATCH", "/meetings/1/livestream/status", {}, "meetings/1", "a")
+    body = {"payload": {"object": {"id": 1, "topic": "Town Hall"}}}
+    store.accept(NewDelivery("k1", "meeting.started", int(now * 1000), now, body, [], "meetings/1", "", "i1"),
+                 [start], now + 600)
+    store.accept(NewDelivery("k2", "meeting.started", int(now * 1000), now, body, [], "meetings/2", "", "i2"),
+                 [start.__class__(**{**start.to_dict(), "order_key": "meetings/2"})], now + 600)
+    dead = store.claim("o", now, 60)
+    store.finish(dead, "o", Attempt(now, "dead", 404, 3001, "Zoom answered 404 code 3001: gone", sent={}), "dead")
+    started = store.claim("o", now, 60)
+    store.finish(started, "o", Attempt(now, "done", 204, None, "ok", duration_ms=5, sent={}), "done")
+
+    [cause] = store.alert_causes(now + 10, 120, now - 60)  # the start is not yet 120 s unconfirmed
+    assert (cause["cause"], cause["id"], cause["body"]) == ("dead", dead.id, body)
+    later = now + 200
+    assert {(c["cause"], c["id"]) for c in store.alert_causes(later, 120, now - 60)} == {
+        ("dead", dead.id), ("unconfirmed", started.id)}
+    settings = Settings.from_env({"ZOOM_WEBHOOK_SECRET_TOKEN": "x", "REACTOR_DRY_RUN": "1"})
+    assert raise_alerts(store, settings, later) == 2
+    assert store.alert_causes(later, 120, now - 60) == []  # queued once: never again
+    assert raise_alerts(store, settings, later) == 0
+    assert store.outbox(later)["jobs"]["pending"] == 2  # the two alert jobs
+    store.close()
