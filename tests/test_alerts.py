@@ -8,6 +8,7 @@ import pytest
 
 from tests.backends import BACKENDS
 from tests.conftest import event
+from tests.test_metrics import scrape, value
 from tests.zoom_standin import Reply, ZoomStandIn
 
 HOOK = "/hooks/T0001/B0002/hook-secret-9d1f7e"  # the URL's last part is the secret, as Slack's is
@@ -54,6 +55,11 @@ def test_a_dead_start_raises_exactly_one_alert_even_when_the_chat_fails_first(ma
     assert [a["outcome"] for a in alert["attempt_log"]] == ["retry", "retry", "done"]
     assert alert["action"]["path"] == "REACTOR_ALERT_URL"  # the setting's name, never the URL
     assert "hook-secret-9d1f7e" not in str(server.history(limit=1000)) + server.logs()
+    samples = scrape(server)
+    assert value(samples, "reactor_alerts_total", kind="alert", outcome="retry") == 2
+    assert value(samples, "reactor_alerts_total", kind="alert", outcome="done") == 1
+    assert value(samples, "reactor_zoom_requests_total", endpoint="/meetings/{id}/livestream/status", status="404") == 1
+    assert value(samples, "reactor_actions_total", action="livestream.start", outcome="dead") == 1
 
 
 def test_a_start_not_confirmed_in_time_raises_one_alert_and_a_confirmed_one_none(make_server, zoom, chat):
@@ -133,6 +139,7 @@ def test_a_rejected_reload_raises_one_alert_with_the_errors(make_server, zoom, c
     assert "rejected" in post.body["text"] and "livestream.strat" in post.body["text"]
     time.sleep(2 * SWEEP)
     assert len(chat.api_calls(HOOK)) == 1
+    assert value(scrape(server), "reactor_rules_reload_failures_total") == 2  # each worker rejected the files
 
 
 START_ONLY = """
