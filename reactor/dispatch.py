@@ -15,12 +15,12 @@ from . import metrics
 from .delivery import Job
 from .errors import NotSent, SecretError, StoreError, ZoomError
 from .logs import log
+from .notify import ALERT_URL_SETTING, CHAT_RATE, ChatSender, payload
 from .redact import masked, scrub, unseal
 from .retry_policy import Decision, after_call, before_call
 from .secrets import resolve_secret
 from .settings import Settings
 from .store.contract import Attempt, Store
-from .notify import ALERT_URL_SETTING, CHAT_RATE, ChatSender, payload
 from .zoom import ZoomClient
 
 LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts; extended just before each call
