@@ -277,6 +277,40 @@ def bench_ingest(tmp: Path) -> None:
         row(name, value, target)
 
 
+def bench_metrics(tmp: Path) -> None:
+    """Ingest (1 rule, SQLite) with REACTOR_METRICS=1 against =0, alternating in one run so both see the same
+    machine; the row gives the medians and their difference."""
+    rounds = 1 if QUICK else 3
+    seconds = 3 if QUICK else 8
+    print(f"metrics (wrk as ingest, {2 * rounds} runs of {seconds} s alternating metrics off and on):", flush=True)
+    bodies = wrk.deliveries(DISTINCT)
+    zoom = ZoomStandIn()
+    rates: dict[str, list[float]] = {"0": [], "1": []}
+    refused = []
+    try:
+        for k in range(rounds):
+            for flag in ("0", "1") if k % 2 == 0 else ("1", "0"):
+                server = ReactorServer(tmp / f"metrics-{k}-{flag}", TOWN_HALL,
+                                       {"WEB_CONCURRENCY": None, "REACTOR_METRICS": flag}, zoom)
+                try:
+                    start(server)
+                    script = wrk.write_script(tmp / "deliveries.lua", SECRET, bodies)
+                    result = wrk.run(server.url, script, seconds)
+                finally:
+                    server.stop()
+                rates[flag].append(result.ok_per_second)
+                refused += [f"metrics={flag} {s}: {c}" for s, c in result.not_ok.items()]
+                print(f"    metrics={flag}: {result.ok_per_second:,.0f} 2xx/s", flush=True)
+    finally:
+        zoom.close()
+    if refused:
+        row("ingest, metrics on vs off (1 rule)", f"REFUSED: answers other than 2xx ({', '.join(refused)})")
+        return
+    on, off = statistics.median(rates["1"]), statistics.median(rates["0"])
+    row("ingest, metrics on vs off (1 rule)", f"{on:,.0f} vs {off:,.0f} 2xx/s, median of {rounds} each "
+        f"({(on - off) / off * 100:+.1f}%)", "within 5%")
+
+
 def drop_schema(url: str) -> None:
     """Drop the schema a migrated_postgres_schema() URL points at, so that bench runs leave nothing behind."""
     import psycopg
@@ -542,10 +576,10 @@ def bench_console_section(tmp: Path) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as folder:
         tmp = Path(folder)
-        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "reaction", "burst", "proxy", "console"}
+        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "metrics", "reaction", "burst", "proxy", "console"}
         for name, fn in (("rules", bench_rules), ("cpu", bench_cpu), ("ingest", bench_ingest),
-                         ("reaction", bench_reaction), ("burst", bench_burst), ("proxy", bench_proxy),
-                         ("console", bench_console_section)):
+                         ("metrics", bench_metrics), ("reaction", bench_reaction), ("burst", bench_burst),
+                         ("proxy", bench_proxy), ("console", bench_console_section)):
             if name in only:
                 fn(tmp)
     width = max(len(r[0]) for r in ROWS)

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from dataclasses import dataclass, field
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .console import init_console
 from .errors import SchemaError, StoreError
 from .housekeeping import start_housekeeping
-from .live_rules import ActiveRules
+from .live_rules import ActiveRules, files_stamp
 from .logs import configure_logging, log
+from .notify import AlertSweep
 from .rules.match import RuleSet
 from .settings import Settings
 from .store import Store, open_store
@@ -29,6 +32,7 @@ class Reactor:
     dispatcher: object | None = None
     readiness: Readiness | None = None
     rejections: RejectionLog = field(default_factory=RejectionLog)
+    alerts: AlertSweep | None = None  # with REACTOR_ALERT_URL set
 
     def __post_init__(self):
         if self.readiness is None:
@@ -44,6 +48,8 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     validated (else the files); invalid settings or rules raise."""
     configure_logging()
     settings = settings or Settings.from_env()
+    if settings.metrics:
+        metrics.enable()
     active = ActiveRules(settings, rules)
     store = open_store(settings.database_url)
     try:
@@ -67,12 +73,33 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
-    start_housekeeping(active.reload_if_changed, store.maintain,
-                       *([reactor.dispatcher.upkeep] if reactor.dispatcher is not None else []))
+    if settings.alert_url:
+        reactor.alerts = AlertSweep(store, settings, reactor.wake_dispatcher)
+    tasks = [lambda: _reload(active, reactor.alerts), store.maintain]
+    if reactor.dispatcher is not None:
+        tasks.append(reactor.dispatcher.upkeep)
+    if reactor.alerts is not None:
+        tasks.append(reactor.alerts)
+    start_housekeeping(*tasks)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])
     return app
+
+
+def _reload(active: ActiveRules, alerts: AlertSweep | None) -> None:
+    """Reload the rules when their files changed; a rejected reload is counted and alerted (once per
+    files' state and errors: every process sees the same)."""
+    before = active.last_error
+    active.reload_if_changed()
+    if active.last_error and active.last_error != before:
+        metrics.reload_failed()
+        if alerts is not None:
+            digest = hashlib.sha256(f"{files_stamp(active.settings.rules_path)}{active.last_error}".encode()).hexdigest()
+            alerts.note(f"alert:reload:{digest[:16]}",
+                        f":warning: reactor: the changed rules in {active.settings.rules_path} were rejected; the "
+                        f"previous rules (version {active.current.version}) stay active. Fix, then check with "
+                        f"`python -m reactor check`: {active.last_error[:1500]}")
 
 
 def _json_errors(app: Flask) -> None:

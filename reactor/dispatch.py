@@ -11,9 +11,11 @@ import time
 import uuid
 from dataclasses import replace
 
+from . import metrics
 from .delivery import Job
 from .errors import NotSent, SecretError, StoreError, ZoomError
 from .logs import log
+from .notify import ALERT_URL_SETTING, CHAT_RATE, ChatSender, payload
 from .redact import literal_secrets, masked, scrub, unseal
 from .retry_policy import Decision, after_call, before_call
 from .secrets import resolve_secret
@@ -27,6 +29,7 @@ POLL_SECONDS = 0.5         # idle threads look for due retries this often
 PACING_LATE = 0.01         # seconds after its slot a call may still leave (the spacing's margin absorbs it)
 PACING_TRIES = 3           # slots taken at most per call, when the machine is too busy to leave on time
 PRUNE_EVERY = 3600.0
+CHAT_KINDS = ("alert", "notify")  # jobs sent to a chat webhook by reactor.notify, not to Zoom
 
 
 class Dispatcher:
@@ -42,6 +45,7 @@ class Dispatcher:
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
         self._alive_since = 0.0    # when this process's first heartbeat was recorded
+        self.chat = ChatSender()
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> "Dispatcher":
@@ -132,6 +136,8 @@ class Dispatcher:
 
     def run(self, job: Job) -> None:
         action = job.action
+        if action.kind in CHAT_KINDS:
+            return self._chat(job)
         sent = {"method": action.method, "path": action.path, "body": masked(action.body)}
         now = self.clock()
         late = now > job.deadline
@@ -173,13 +179,57 @@ class Dispatcher:
         except ZoomError as exc:
             result = exc
         took = round((self.clock() - started) * 1000, 1)
+        metrics.zoom_request(action.path, getattr(result, "status", None), took / 1000)
         decision = after_call(job, result, started, took, sent)
         attempt = decision.attempt
         self._finish(job, replace(decision, attempt=replace(attempt, message=scrub(attempt.message, revealed))))
 
+    def _chat(self, job: Job) -> None:
+        """An alert or a rule's notify: one POST to a chat webhook, judged like a Zoom answer. Its path is
+        the setting's name (alerts) or the rule's secret reference, resolved only here."""
+        action = job.action
+        sent = {"method": "POST", "path": action.path, "body": masked(action.body)}  # the path is a reference
+        now = self.clock()
+        early = before_call(job, now, sent, superseded=False,
+                            failed_before=action.kind == "notify" and now <= job.deadline and self.store.failed_before(job),
+                            dry_run=self.client is None)
+        if early is not None:
+            metrics.alert(action.kind, early.attempt.outcome)
+            return self._finish(job, early)
+        try:
+            if action.path == ALERT_URL_SETTING:
+                url = self.settings.alert_url
+                if not url:
+                    raise SecretError(f"{ALERT_URL_SETTING} is not set where this dispatcher runs")
+            else:
+                url = resolve_secret(action.path, os.environ, self.settings.secret_key)
+        except SecretError as exc:
+            metrics.alert(action.kind, "dead")
+            return self._finish(job, Decision(Attempt(now, "dead", message=f"secret unavailable: {exc}", sent=sent),
+                                              "dead"))
+        host = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
+        slot = self.store.reserve_slot(f"chat:{host}", CHAT_RATE, self.clock())
+        if slot > self.clock():
+            self.sleep(slot - self.clock())
+        if not self.store.extend(job, self.owner, self.clock(), LEASE_SECONDS):
+            log("lease lost before the message; not sent (another dispatcher has the job)", job=job.id)
+            return
+        started = self.clock()
+        try:
+            result = self.chat.post(url, payload(action.body.get("format", self.settings.alert_format),
+                                                 str(action.body.get("text", ""))))
+        except ZoomError as exc:
+            result = exc
+        took = round((self.clock() - started) * 1000, 1)
+        decision = after_call(job, result, started, took, sent)
+        message = scrub(decision.attempt.message.replace("Zoom answered", "the chat webhook answered"), [url])
+        metrics.alert(action.kind, decision.attempt.outcome)
+        self._finish(job, replace(decision, attempt=replace(decision.attempt, message=message)))
+
     def _finish(self, job: Job, decision: Decision) -> None:
         attempt = decision.attempt
         held = self.store.finish(job, self.owner, attempt, decision.status, decision.due_at, failure=decision.failure)
+        metrics.action(job.action.kind, attempt.outcome)
         log("attempt", job=job.id, delivery=job.delivery_id, rule=job.action.rule, action=job.action.kind,
             path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,
             zoom_code=attempt.zoom_code, message=attempt.message, next_at=attempt.next_at,

@@ -27,7 +27,18 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "warning")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
+_own_metrics_dir: str | None = None  # the metrics folder reactor chose (PROMETHEUS_MULTIPROC_DIR was unset)
+
+
 def on_starting(server):
+    global _own_metrics_dir
+    if os.environ.get("REACTOR_METRICS", "1").strip().lower() not in ("0", "false", "no"):
+        from reactor.metrics import ENV, clean, multiproc_dir
+
+        chosen = not os.environ.get(ENV, "").strip()
+        folder = multiproc_dir()
+        clean(folder)  # before any worker counts: a restart starts from zero, never from old files
+        _own_metrics_dir = folder if chosen else None
     from reactor.live_rules import validate
     from reactor.errors import ReactorError
     from reactor.settings import Settings
@@ -93,3 +104,18 @@ def from_trusted_proxy(app, allowed: list[str]):
         return (fixed if trusted(environ.get(WSGI_PEER, "")) else app)(environ, start_response)
 
     return wsgi
+
+
+def on_exit(server):
+    """reactor's own metrics folder goes with the server (counts start from zero at the next start anyway)."""
+    if _own_metrics_dir:
+        import shutil
+
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges stop counting (its counters stay, as Prometheus expects)."""
+    from reactor.metrics import worker_exited
+
+    worker_exited(worker.pid)

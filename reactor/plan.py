@@ -20,9 +20,10 @@ MEETING_ONLY_SETTINGS = ("layout", "close_caption")  # Zoom's webinar live strea
 @dataclass(frozen=True)
 class PlannedAction:
     rule: str
-    kind: str            # livestream.start | livestream.stop | livestream.configure
+    kind: str            # livestream.start | livestream.stop | livestream.configure | notify | alert
     method: str
-    path: str            # relative to ZOOM_API_URL, e.g. /meetings/85746065432/livestream/status
+    path: str            # relative to ZOOM_API_URL, e.g. /meetings/85746065432/livestream/status; for notify
+                         # and alert: the chat webhook URL's secret reference or setting name, never the URL
     body: dict
     order_key: str       # actions with the same key run one at a time, in event order
     account: str         # pacing bucket
@@ -49,6 +50,9 @@ def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Ski
     planned, skipped = [], []
     for rule in rules:
         for action in rule.actions:
+            if action.kind == "notify":
+                planned.append(notify(rule.name, dict(action.args), event))
+                continue
             if target is None:
                 skipped.append(Skipped(rule.name, action.kind, "the event names no meeting or webinar id "
                                                                "(payload.object.id)"))
@@ -71,6 +75,16 @@ def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Ski
                                          order_key=target.key,
                                          account=event.account_id))
     return planned, skipped
+
+
+def notify(rule: str, args: dict, event: Event) -> PlannedAction:
+    """A message to a chat webhook: in its own order (per meeting), so it never waits for or delays a Zoom call."""
+    body = {"text": render(args["text"], event)}
+    if "format" in args:
+        body["format"] = args["format"]
+    target = event.target
+    return PlannedAction(rule=rule, kind="notify", method="POST", path=args["url"].ref, body=body,
+                         order_key=f"notify:{target.key if target else event.name}", account="chat")
 
 
 def display_name(rendered: str, event: Event) -> str:

@@ -70,6 +70,19 @@ SETTINGS: tuple[Setting, ...] = (
             "12 characters); unset: no console", secret=True, field="console_password"),
     Setting("REACTOR_CONSOLE_READONLY", "1: the console shows everything and changes nothing (no retries)", "0",
             field="console_readonly", kind="flag"),
+    Setting("REACTOR_METRICS", "1: count Prometheus metrics and serve GET /metrics; 0: neither", "1",
+            field="metrics", kind="flag"),
+    Setting("REACTOR_METRICS_TOKEN", "when set, GET /metrics needs `Authorization: Bearer <this>`", secret=True,
+            field="metrics_token"),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "where each process writes its metrics (emptied at start by gunicorn)",
+            "a folder of reactor's own in /dev/shm, else var/prometheus"),
+    Setting("REACTOR_ALERT_URL", "a chat incoming-webhook URL that gets reactor's alerts (dead actions, unconfirmed "
+            "starts); unset: no alerts", secret=True, field="alert_url"),
+    Setting("REACTOR_ALERT_FORMAT", "the chat's message format: text (Slack, Mattermost, Google Chat, Teams "
+            "workflows), content (Discord)", "text", field="alert_format", kind="choice", choices=("text", "content"),
+            hint="use 'text' (Slack, Mattermost, Google Chat, Teams workflows) or 'content' (Discord)"),
+    Setting("REACTOR_CONFIRM_TIMEOUT", "seconds Zoom has to confirm a start (meeting.live_streaming_started) "
+            "before an alert; 0: no such alert", "120", field="confirm_timeout", kind="int"),
     Setting("WEB_CONCURRENCY", "gunicorn worker processes", "one per core, at least 2"),
     Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "8"),
     Setting("GUNICORN_LOGLEVEL", "gunicorn's own log level", "warning"),
@@ -100,6 +113,11 @@ class Settings:
     port: int = 8000                   # where gunicorn listens (PaaS set PORT); `send` posts there
     console_password: str = field(default="", repr=False)  # "": no console
     console_readonly: bool = False
+    metrics: bool = True
+    metrics_token: str = field(default="", repr=False)
+    alert_url: str = field(default="", repr=False)
+    alert_format: str = "text"         # text: {"text": ...}; content: {"content": ...} (Discord)
+    confirm_timeout: int = 120         # seconds; 0: no alert for an unconfirmed start
 
     @property
     def webhook_secret(self) -> str:

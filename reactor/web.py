@@ -1,4 +1,4 @@
-"""Edge: the HTTP endpoints. POST /webhooks/zoom, GET /healthz, GET /readyz.
+"""Edge: the HTTP endpoints. POST /webhooks/zoom, GET /healthz, GET /readyz, GET /metrics.
 
 What a stranger can learn here is the least that lets Zoom and a load balancer work: a webhook is
 accepted or refused with a short reason (details after a valid signature only), health and readiness
@@ -6,11 +6,13 @@ answer a status and nothing else. Why a request was refused goes to the log, rat
 """
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from . import metrics
 from .errors import PayloadError, SignatureError, StoreError
 from .logs import log
 from .receive import Reply, receive
@@ -105,22 +107,31 @@ def webhook():
                           account_id=settings.account_id)
     except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
         reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
+        metrics.webhook("-", "rejected_signature", time.time() - now)
+        if reactor.alerts is not None:
+            reactor.alerts.bad_signature()
         return _error(401, NOT_SIGNED)
     except PayloadError as exc:  # the signature verified: the sender holds the Secret Token
         reactor.rejections(exc.status, str(exc), bytes=len(raw))
+        metrics.webhook("-", "rejected_payload", time.time() - now)
         return _error(exc.status, str(exc))
     if isinstance(outcome, Reply):
+        metrics.webhook("endpoint.url_validation", "reply", time.time() - now)
         return jsonify(outcome.body), 200
     try:
         accepted = reactor.store.accept(outcome.record, outcome.actions, outcome.deadline)
     except StoreError as exc:
         log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.record.event)
+        metrics.webhook(outcome.record.event, "unavailable", time.time() - now)
+        if reactor.alerts is not None:
+            reactor.alerts.refused()
         return _error(503, "the database is unavailable; Zoom will retry this delivery")
     if accepted.job_ids:
         reactor.wake_dispatcher()
     record = outcome.record
     for warning in outcome.warnings:  # also a "(reactor)" note in the delivery's verdicts, for `history`
         log(warning, 30, event=record.event, delivery=accepted.delivery_id, duplicate=accepted.duplicate or None)
+    metrics.webhook(record.event, "duplicate" if accepted.duplicate else "accepted", time.time() - now)
     log("duplicate" if accepted.duplicate else "accepted", event=record.event, delivery=accepted.delivery_id,
         target=record.order_key, matched=[v["rule"] for v in record.verdicts if v["matched"]],
         actions=len(accepted.job_ids), ms=round((time.time() - now) * 1000, 2))
@@ -140,3 +151,24 @@ def readyz():
     if current_app.extensions["reactor"].readiness.ready():
         return jsonify({"status": "ready"}), 200
     return jsonify({"status": "unavailable"}), 503
+
+
+@bp.get("/metrics")
+def metrics_page():
+    """Prometheus' text format: every process's counters on this machine, the outbox read from the store.
+    404 with REACTOR_METRICS=0; with REACTOR_METRICS_TOKEN set, 401 without `Authorization: Bearer <it>`."""
+    reactor = current_app.extensions["reactor"]
+    if not metrics.enabled():
+        return _error(404, "not found")
+    token = reactor.settings.metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            reactor.rejections(401, "metrics scrape without the right bearer token")
+            return _error(401, "this needs Authorization: Bearer <REACTOR_METRICS_TOKEN>")
+    try:
+        body, content_type = metrics.exposition(reactor.store.outbox, reactor.rules.current.version)
+    except StoreError as exc:
+        log("metrics: the store is unavailable", 40, error=str(exc))
+        return _error(503, "the database is unavailable; the outbox cannot be read")
+    return Response(body, status=200, content_type=content_type)

@@ -14,14 +14,16 @@ ACTION_ARGS = {
     "livestream.start": {"display_name": str, "active_speaker_name": bool, "layout": str, "close_caption": str},
     "livestream.stop": {},
     "livestream.configure": {"stream_url": str, "stream_key": str, "page_url": str, "resolution": str},
+    "notify": {"url": str, "text": str, "format": str},  # a chat incoming webhook (reactor.notify)
 }
-REQUIRED_ARGS = {"livestream.configure": ("stream_url", "stream_key", "page_url")}
+REQUIRED_ARGS = {"livestream.configure": ("stream_url", "stream_key", "page_url"), "notify": ("url", "text")}
 RESOLUTIONS = ("720p", "1080p")
 # Zoom's values (its API reference, as typed in Zoom's Rivet SDK; see README "Writing rules").
 CHOICES = {
     "layout": ("follow_host", "gallery_view", "speaker_view"),
     "close_caption": ("burnt-in", "embedded", "off"),
     "resolution": RESOLUTIONS,
+    "format": ("text", "content"),  # notify: {"text": ...} (Slack, Mattermost, Google Chat, Teams) or Discord's
 }
 MEETING_ONLY = ("layout", "close_caption")  # Zoom's webinar live stream takes display_name, active_speaker_name
 DISPLAY_NAME_MAX = 50
@@ -41,7 +43,8 @@ class ActionParser:
             steps = LList([steps])
             steps.line, steps.item_lines = line, [line]
         if not isinstance(steps, LList) or not steps:
-            self.problem(line, "'do' must list at least one action (livestream.configure, livestream.start, livestream.stop)")
+            self.problem(line, "'do' must list at least one action (livestream.configure, livestream.start, "
+                               "livestream.stop, notify)")
             return ()
         actions = []
         for index, step in enumerate(steps):
@@ -103,7 +106,19 @@ class ActionParser:
         for key in REQUIRED_ARGS.get(kind, ()):
             if key not in node:
                 self.problem(line, f"{kind}: '{key}' is required")
+        if kind == "notify":
+            self.check_notify(dict(args), node, line)
         return ActionSpec(kind, tuple(args), line)
+
+    def check_notify(self, args: dict, node: LMap, line: int) -> None:
+        """A chat webhook's URL is a credential (whoever has it can post): only as ${NAME} or enc:. The
+        text is posted where many read it: no secret in it."""
+        if "url" in args and not isinstance(args["url"], Secret):
+            self.problem(node.line_of("url"), "notify: url must be a secret reference such as ${SLACK_WEBHOOK_URL} "
+                                              "or an enc: value (`python -m reactor encrypt`): a chat webhook URL "
+                                              "lets whoever reads it post to the channel")
+        if isinstance(args.get("text"), Secret):
+            self.problem(node.line_of("text"), "notify: text is posted to a chat channel; it may not hold a secret")
 
     def meeting_setting_fits(self, kind: str, key: str, line: int) -> bool:
         """layout and close_caption are meeting settings: an error on a webinar-only rule, a warning on a

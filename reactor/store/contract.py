@@ -171,5 +171,24 @@ class Store:
         """{"deliveries": n, "pending": n, "running": n, "done": n, "dead": n, "skipped": n}."""
         raise NotImplementedError
 
+    def outbox(self, now: float) -> dict:
+        """The outbox at `now`, for monitoring (read at every scrape, so cheap): {"jobs": {status: n} for
+        every status in STATUSES, "oldest_pending_seconds": seconds from the event of the oldest pending or
+        running job to `now` (0 when there is none)}. Counts every process's jobs of the shared store."""
+        raise NotImplementedError
+
+    def alert_causes(self, now: float, confirm_timeout: float, since: float) -> list[dict]:
+        """What deserves an alert and has none yet (no delivery with dedup_key alert:<cause>:<job id>), each
+        a dict with cause ("dead" or "unconfirmed"), id, rule, kind, order_key, instance, last_message, and
+        body (its delivery's, redacted):
+
+        - dead: a dead job (not itself an alert) that went dead at or after `since`;
+        - unconfirmed (only when confirm_timeout > 0): a livestream.start that Zoom answered with a 2xx,
+          done, not confirmed, finished between `since` (at most an hour ago) and now - confirm_timeout;
+        - stopped: a live_streaming_stopped delivery (id is the delivery's, kind its event) received between
+          `since` (at most an hour ago) and 20 s ago, for a meeting instance in which a start is done, no
+          stop was planned and no meeting.ended / webinar.ended has arrived (the meeting still runs)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections held by this process."""

@@ -18,6 +18,8 @@ from .group_commit import GroupCommit
 ID_SLACK = 10.0  # seconds: a delivery's id is given at its commit, within ACCEPT_WAIT of its receipt
 MAX_ID = 2 ** 63 - 1
 TOPIC_SCAN = 100_000  # deliveries whose topic one page of a topic search reads at most (newest first)
+RECENT_CAUSES = 3600.0  # unconfirmed starts and unexpected stops are looked for this far back (bounds the scan)
+STOP_GRACE = 20.0       # seconds a stopped stream waits for its meeting.ended before it counts as unexpected
 PACING_MARGIN = 0.05  # calls are spaced (1 + margin) / rate apart: any 1 s window holds `rate` calls even
                       # when network and scheduling jitter shift them by up to margin seconds
 
@@ -393,6 +395,50 @@ class SQLStore(GroupCommit, Store):
                 out[row["status"]] = row["n"]
         return out
 
+    def outbox(self, now: float) -> dict:
+        jobs = dict.fromkeys(STATUSES, 0)
+        with self.reading() as conn:
+            for row in self.run(conn, "SELECT status, count(*) AS n FROM jobs GROUP BY status").fetchall():
+                jobs[row["status"]] = row["n"]
+            oldest = self.run(conn, "SELECT min(event_ts) AS ts FROM jobs WHERE status IN ('pending', 'running')"
+                              ).fetchone()["ts"]
+        return {"jobs": jobs, "oldest_pending_seconds": max(0.0, now - oldest / 1000) if oldest is not None else 0.0}
+
+    def alert_causes(self, now: float, confirm_timeout: float, since: float) -> list[dict]:
+        columns = "j.id, j.rule, j.kind, j.order_key, j.instance, j.last_message, d.body"
+        recent = max(since, now - RECENT_CAUSES)
+        out = []
+        with self.reading() as conn:
+            rows = self.run(conn, f"""SELECT {columns} FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
+                WHERE j.status = 'dead' AND j.kind <> 'alert' AND j.updated_at >= ?
+                  AND NOT EXISTS (SELECT 1 FROM deliveries a WHERE a.dedup_key = 'alert:dead:' || j.id)
+                ORDER BY j.id""", (since,)).fetchall()
+            out += [{"cause": "dead", **dict(row)} for row in rows]
+            if confirm_timeout > 0:  # due_at bounds the index range: a done job's last due time is before its end
+                rows = self.run(conn, f"""SELECT {columns} FROM jobs j JOIN deliveries d ON d.id = j.delivery_id
+                    WHERE j.status = 'done' AND j.due_at >= ? AND j.kind = 'livestream.start'
+                      AND j.confirmed_at IS NULL AND j.updated_at >= ? AND j.updated_at <= ?
+                      AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id
+                                  AND a.http_status >= 200 AND a.http_status < 300)
+                      AND NOT EXISTS (SELECT 1 FROM deliveries a WHERE a.dedup_key = 'alert:unconfirmed:' || j.id)
+                    ORDER BY j.id""", (recent - 600, recent, now - confirm_timeout)).fetchall()
+                out += [{"cause": "unconfirmed", **dict(row)} for row in rows]
+            rows = self.run(conn, """SELECT d.id, '' AS rule, d.event AS kind, d.order_key, d.instance,
+                    '' AS last_message, d.body FROM deliveries d
+                WHERE d.received_at >= ? AND d.received_at <= ? AND d.instance <> ''
+                  AND d.event IN ('meeting.live_streaming_stopped', 'webinar.live_streaming_stopped')
+                  AND EXISTS (SELECT 1 FROM jobs s WHERE s.order_key = d.order_key AND s.instance = d.instance
+                              AND s.kind = 'livestream.start' AND s.status = 'done')
+                  AND NOT EXISTS (SELECT 1 FROM jobs t WHERE t.order_key = d.order_key AND t.instance = d.instance
+                                  AND t.kind = 'livestream.stop')
+                  AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.order_key = d.order_key
+                                  AND e.instance = d.instance AND e.event IN ('meeting.ended', 'webinar.ended'))
+                  AND NOT EXISTS (SELECT 1 FROM deliveries a WHERE a.dedup_key = 'alert:stopped:' || d.id)
+                ORDER BY d.id""", (recent, now - STOP_GRACE)).fetchall()
+            out += [{"cause": "stopped", **dict(row)} for row in rows]
+        for cause in out:
+            cause["body"] = json.loads(cause["body"]) if isinstance(cause["body"], str) else cause["body"]
+        return out
 
 def _job(row) -> Job:
     return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),
