@@ -311,6 +311,67 @@ def bench_metrics(tmp: Path) -> None:
         f"({(on - off) / off * 100:+.1f}%)", "within 5%")
 
 
+CONSOLE_PASSWORD = "bench-console-password-1"
+
+
+def console_refresher(url: str, stop: threading.Event, pages: list) -> None:
+    """An operator with the console open: logged in, the overview and the deliveries list every second."""
+    session = requests.Session()
+    form = session.get(url + "/console/login", timeout=10).text
+    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    session.post(url + "/console/login", data={"csrf": token, "password": CONSOLE_PASSWORD}, timeout=10)
+    while not stop.wait(1.0):
+        for page in ("/console", "/console/deliveries"):
+            answer = session.get(url + page, timeout=10)
+            pages.append(answer.status_code)
+
+
+def bench_console_load(tmp: Path) -> None:
+    """Ingest (1 rule, SQLite) with an operator refreshing the console every second against without,
+    alternating in one run; the row gives the medians and their difference."""
+    rounds = 1 if QUICK else 3
+    seconds = 3 if QUICK else 8
+    print(f"console load (wrk as ingest, {2 * rounds} runs of {seconds} s, alternating with and without a console "
+          f"user refreshing two pages every second):", flush=True)
+    bodies = wrk.deliveries(DISTINCT)
+    zoom = ZoomStandIn()
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    refused, pages = [], []
+    try:
+        for k in range(rounds):
+            for watched in (False, True) if k % 2 == 0 else (True, False):
+                server = ReactorServer(tmp / f"console-load-{k}-{int(watched)}", TOWN_HALL,
+                                       {"WEB_CONCURRENCY": None, "REACTOR_CONSOLE_PASSWORD": CONSOLE_PASSWORD}, zoom)
+                stop = threading.Event()
+                try:
+                    start(server)
+                    script = wrk.write_script(tmp / "deliveries.lua", SECRET, bodies)
+                    operator = threading.Thread(target=console_refresher, args=(server.url, stop, pages), daemon=True)
+                    if watched:
+                        operator.start()
+                    result = wrk.run(server.url, script, seconds)
+                finally:
+                    stop.set()
+                    if watched:
+                        operator.join(15)
+                    server.stop()
+                rates[watched].append(result.ok_per_second)
+                refused += [f"{'with' if watched else 'without'} console {s}: {c}" for s, c in result.not_ok.items()]
+                print(f"    {'with' if watched else 'without'} a console user: {result.ok_per_second:,.0f} 2xx/s",
+                      flush=True)
+    finally:
+        zoom.close()
+    name = "ingest with a console user refreshing every second vs without (1 rule, SQLite)"
+    bad_pages = [p for p in pages if p != 200]
+    if refused or bad_pages or not pages:
+        row(name, f"REFUSED: answers other than 2xx ({', '.join(refused) or 'none'}); console pages not 200: "
+                  f"{len(bad_pages)} of {len(pages)}")
+        return
+    watched, alone = statistics.median(rates[True]), statistics.median(rates[False])
+    row(name, f"{watched:,.0f} vs {alone:,.0f} 2xx/s, median of {rounds} each ({(watched - alone) / alone * 100:+.1f}%); "
+              f"{len(pages)} console pages served, all 200", "within 5%")
+
+
 def drop_schema(url: str) -> None:
     """Drop the schema a migrated_postgres_schema() URL points at, so that bench runs leave nothing behind."""
     import psycopg
@@ -576,10 +637,12 @@ def bench_console_section(tmp: Path) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as folder:
         tmp = Path(folder)
-        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "metrics", "reaction", "burst", "proxy", "console"}
+        only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "metrics", "reaction", "burst", "proxy", "console",
+                                     "console-load"}
         for name, fn in (("rules", bench_rules), ("cpu", bench_cpu), ("ingest", bench_ingest),
                          ("metrics", bench_metrics), ("reaction", bench_reaction), ("burst", bench_burst),
-                         ("proxy", bench_proxy), ("console", bench_console_section)):
+                         ("proxy", bench_proxy), ("console", bench_console_section),
+                         ("console-load", bench_console_load)):
             if name in only:
                 fn(tmp)
     width = max(len(r[0]) for r in ROWS)

@@ -19,6 +19,14 @@ def db_env(request):
     return {"DATABASE_URL": migrated_postgres_schema()}
 
 
+def instances(make_server, zoom, db_env: dict, **env) -> list:
+    """reactor as a deployment runs it: on SQLite one gunicorn (two worker processes); on PostgreSQL two
+    gunicorn instances on one database, as two hosts would."""
+    if not db_env:
+        return [make_server(zoom=zoom, env=env)]
+    return [make_server(zoom=zoom, env={**db_env, **env}, sub=name) for name in ("a", "b")]
+
+
 def confirmation(meeting_id, uuid_, name="meeting.live_streaming_started"):
     body = event(name, meeting_id=int(meeting_id), uuid_=uuid_)
     body["payload"]["object"]["live_streaming"] = {"service": "Custom_Live_Streaming_Service",
@@ -61,8 +69,9 @@ def test_a_signature_window_longer_than_the_history_stops_start_up(make_server):
 def test_a_429_start_that_zoom_confirms_is_done_and_not_retried(make_server, zoom, db_env):
     zoom.script("/v2/meetings/9100/livestream/status", [Reply(429, {"message": "Too many requests"},
                                                               headers={"Retry-After": "3"})])
-    server = make_server(zoom=zoom, env=db_env)
-    server.post(event(meeting_id="9100", uuid_="u-9100"))
+    first, *others = instances(make_server, zoom, db_env)
+    server = (others or [first])[-1]  # the confirmation reaches another instance than the start
+    first.post(event(meeting_id="9100", uuid_="u-9100"))
     zoom.wait_for(1)
     wait_until(lambda: start_job(server)["status"] == "pending")
     assert server.post(confirmation(9100, "u-9100")).status_code == 200
@@ -75,8 +84,9 @@ def test_a_429_start_that_zoom_confirms_is_done_and_not_retried(make_server, zoo
 
 def test_a_confirmation_while_the_call_is_in_flight_is_not_lost(make_server, zoom, db_env):
     zoom.script("/v2/meetings/9200/livestream/status", [Reply(504, {"message": "gateway timeout"}, delay=2)])
-    server = make_server(zoom=zoom, env=db_env)
-    server.post(event(meeting_id="9200", uuid_="u-9200"))
+    first, *others = instances(make_server, zoom, db_env)
+    server = (others or [first])[-1]
+    first.post(event(meeting_id="9200", uuid_="u-9200"))
     zoom.wait_for(1)
     assert server.post(confirmation(9200, "u-9200")).status_code == 200  # Zoom: started, while we still wait
     job = wait_until(lambda: (j := start_job(server))["status"] != "running" and j)
@@ -105,10 +115,11 @@ def test_a_stalled_token_endpoint_doubles_no_call(make_server, zoom, db_env):
     """The token endpoint stalls 30 s (past the 20 s read timeout) three times, under a burst in two
     processes: calls wait, are retried, and each meeting is started exactly once."""
     zoom.script_token([Reply(200, {"access_token": "late", "expires_in": 3600}, delay=30)] * 3)
-    server = make_server(zoom=zoom, env={**db_env, "REACTOR_DISPATCH_THREADS": "8"})
+    servers = instances(make_server, zoom, db_env, REACTOR_DISPATCH_THREADS="8")
+    server = servers[0]
     ids = [str(9_400_000 + n) for n in range(16)]
-    for mid in ids:
-        assert server.post(event(meeting_id=mid, uuid_=f"u-{mid}")).status_code == 200
+    for n, mid in enumerate(ids):
+        assert servers[n % len(servers)].post(event(meeting_id=mid, uuid_=f"u-{mid}")).status_code == 200
     server.wait_jobs(len(ids), statuses=("done",), timeout=150)
     time.sleep(2)
     started = [c.path for c in zoom.api_calls()]
@@ -118,12 +129,12 @@ def test_a_stalled_token_endpoint_doubles_no_call(make_server, zoom, db_env):
 # -- 4. dead processes are found by their heartbeat, not their pid: containers sharing a hostname
 
 
-def test_containers_sharing_a_hostname_keep_each_others_live_leases(make_server, zoom):
+def test_containers_sharing_a_hostname_keep_each_others_live_leases(make_server, zoom, db_env):
     """Instance B runs in its own PID namespace (as a container would), with a 16 s call in flight (below
     the 20 s read timeout). Instance A, on the same host name and database, must not take B's live lease."""
     zoom.script("/v2/meetings/9500/livestream/status", [Reply(204, delay=16)])
     b = make_server(zoom=zoom, sub="b", start=False)
-    b.env["DATABASE_URL"] = f"sqlite:///{b.tmp.parent / 'shared.db'}"
+    b.env["DATABASE_URL"] = db_env.get("DATABASE_URL") or f"sqlite:///{b.tmp.parent / 'shared.db'}"
     b.wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
                  'echo 30000 > /proc/sys/kernel/ns_last_pid; exec "$@"', "sh"]  # pids no process of A's has
     b.start()
