@@ -142,7 +142,7 @@ def bench_console(tmp: Path, row=None) -> None:
             medians = measure(url, tmp / backend, now)
         finally:
             if backend == "PostgreSQL":
-                from bench.run import drop_schema
+                from tests.backends import drop_schema
 
                 drop_schema(url)
         for page, ms in medians.items():

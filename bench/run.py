@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench import wrk  # noqa: E402
 from reactor.events import event_from_body  # noqa: E402
 from reactor.rules.load import load_rules  # noqa: E402
-from tests.backends import migrated_postgres_schema, postgres_url  # noqa: E402
+from tests.backends import drop_schema, migrated_postgres_schema, postgres_url  # noqa: E402
 from tests.conftest import SECRET, ReactorServer, event, signed_headers  # noqa: E402
 from tests.zoom_standin import Reply, ZoomStandIn  # noqa: E402
 
@@ -370,16 +370,6 @@ def bench_console_load(tmp: Path) -> None:
     watched, alone = statistics.median(rates[True]), statistics.median(rates[False])
     row(name, f"{watched:,.0f} vs {alone:,.0f} 2xx/s, median of {rounds} each ({(watched - alone) / alone * 100:+.1f}%); "
               f"{len(pages)} console pages served, all 200", "within 5%")
-
-
-def drop_schema(url: str) -> None:
-    """Drop the schema a migrated_postgres_schema() URL points at, so that bench runs leave nothing behind."""
-    import psycopg
-
-    name = re.search(r"search_path%3D(t_[0-9a-f]+)", url)
-    if name:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {name.group(1)} CASCADE")
 
 
 def bench_cpu(tmp: Path) -> None:

@@ -61,35 +61,33 @@ class ChatSender:
                       float(retry_after) if retry_after.isdigit() else None)
 
 
-def _topic(body: dict) -> str:
-    obj = (body.get("payload") or {}).get("object") or {}
+def _meeting(cause: dict) -> tuple[str, str]:
+    """A cause's meeting id, and its topic as " (topic)" for a message ("" without one)."""
+    obj = (cause["body"].get("payload") or {}).get("object") or {}
     topic = obj.get("topic")
-    return topic if isinstance(topic, str) else ""
+    return cause["order_key"].rpartition("/")[2], f" ({topic})" if isinstance(topic, str) and topic else ""
 
 
 def dead_text(cause: dict, public_url: str = "") -> str:
     """What an operator needs about a dead action: which rule, meeting and topic, what Zoom said, what to do."""
-    meeting = cause["order_key"].rpartition("/")[2]
-    topic = _topic(cause["body"])
+    meeting, topic = _meeting(cause)
     return (f":rotating_light: reactor: {cause['kind']} for meeting {meeting}"
-            f"{f' ({topic})' if topic else ''} is dead (rule \"{cause['rule']}\"): {cause['last_message']}. "
+            f"{topic} is dead (rule \"{cause['rule']}\"): {cause['last_message']}. "
             f"Nothing retries it now: fix the cause, then `python -m reactor retry {cause['id']}` "
             f"(`python -m reactor history --meeting {meeting}` shows what happened).")
 
 
 def unconfirmed_text(cause: dict, timeout: int) -> str:
-    meeting = cause["order_key"].rpartition("/")[2]
-    topic = _topic(cause["body"])
+    meeting, topic = _meeting(cause)
     return (f":warning: reactor: Zoom accepted livestream.start for meeting {meeting}"
-            f"{f' ({topic})' if topic else ''} (rule \"{cause['rule']}\") but has not reported the stream live "
+            f"{topic} (rule \"{cause['rule']}\") but has not reported the stream live "
             f"(meeting.live_streaming_started) within {timeout} s. Check the meeting's live stream in Zoom and the "
             f"streaming service (stream URL and key); `python -m reactor history --meeting {meeting}` shows the call.")
 
 
 def stopped_text(cause: dict) -> str:
-    meeting = cause["order_key"].rpartition("/")[2]
-    topic = _topic(cause["body"])
-    return (f":warning: reactor: Zoom reports the live stream of meeting {meeting}{f' ({topic})' if topic else ''} "
+    meeting, topic = _meeting(cause)
+    return (f":warning: reactor: Zoom reports the live stream of meeting {meeting}{topic} "
             f"stopped ({cause['kind']}) while the meeting is still running, and reactor did not stop it. Someone "
             f"stopped it in Zoom or the streaming service dropped it: start it again from the meeting's controls "
             f"(More > Live on Custom Live Streaming Service) and check the service.")

@@ -6,6 +6,7 @@ otherwise they are skipped, and said so. With REACTOR_REQUIRE_POSTGRES=1 (CI) a 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from urllib.parse import quote
@@ -63,6 +64,16 @@ def migrated_postgres_schema() -> str:
     url = fresh_postgres_schema()
     migrate(url)
     return url
+
+
+def drop_schema(url: str) -> None:
+    """Drop the schema a fresh_postgres_schema() URL points at, so that a run leaves nothing behind."""
+    import psycopg
+
+    name = re.search(r"search_path%3D(t_[0-9a-f]+)", url)
+    if name:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name.group(1)} CASCADE")
 
 
 def sqlite_store(tmp_path):
