@@ -13,13 +13,14 @@ from . import metrics
 from .console import init_console
 from .errors import SchemaError, StoreError
 from .housekeeping import start_housekeeping
+from .ingest import Ingester
 from .live_rules import ActiveRules, files_stamp
 from .logs import configure_logging, log
 from .notify import AlertSweep
 from .rules.match import RuleSet
 from .settings import Settings
 from .store import Store, open_store
-from .web import MAX_BODY, Readiness, RejectionLog, bp
+from .web import MAX_BODY, Backlog, Readiness, RejectionLog, bp
 
 
 @dataclass
@@ -30,13 +31,17 @@ class Reactor:
     store: Store
     rules: ActiveRules
     dispatcher: object | None = None
+    ingester: Ingester | None = None  # with REACTOR_INGEST=inline (the default)
     readiness: Readiness | None = None
+    backlog: Backlog | None = None
     rejections: RejectionLog = field(default_factory=RejectionLog)
     alerts: AlertSweep | None = None  # with REACTOR_ALERT_URL set
 
     def __post_init__(self):
         if self.readiness is None:
             self.readiness = Readiness(self.store)
+        if self.backlog is None:
+            self.backlog = Backlog(self.store, self.settings.inbox_limit)
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
@@ -73,6 +78,9 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         reactor.dispatcher = Dispatcher.from_settings(settings, store)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
+    if settings.ingest == "inline":
+        reactor.ingester = Ingester(store, active, settings, reactor.wake_dispatcher)
+        reactor.ingester.start()
     if settings.alert_url:
         reactor.alerts = AlertSweep(store, settings, reactor.wake_dispatcher)
     tasks = [lambda: _reload(active, reactor.alerts), store.maintain]
@@ -83,7 +91,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     start_housekeeping(*tasks)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
-        dry_run=settings.dry_run, dispatch=settings.dispatch, store=settings.database_url.split(":", 1)[0])
+        dry_run=settings.dry_run, dispatch=settings.dispatch, ingest=settings.ingest, store=settings.database_url.split(":", 1)[0])
     return app
 
 

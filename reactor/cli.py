@@ -190,7 +190,37 @@ def cmd_send(args, settings: Settings) -> int:
               file=sys.stderr)
         return 1
     print(f"{status} {text.strip()}")
+    if status == 200:
+        _print_outcome(settings, text)
     return 0 if 200 <= status < 300 else 1
+
+
+def _print_outcome(settings: Settings, answer: str, wait: float = 5.0) -> None:
+    """What became of the delivery a 200 numbered (matched, planned, or a duplicate), read from this
+    machine's DATABASE_URL once reactor has ingested it; nothing when that is not where reactor stores."""
+    try:
+        seq = json.loads(answer)["delivery"]
+        store = open_store(settings.database_url)
+    except (ValueError, KeyError, TypeError, ReactorError):
+        return
+    try:
+        deadline = time.time() + wait
+        found = store.delivery(seq)
+        while (found is None or found.get("inbox")) and time.time() < deadline:
+            time.sleep(0.05)
+            found = store.delivery(seq)
+    except ReactorError:
+        return
+    finally:
+        store.close()
+    if found is None or found.get("inbox"):
+        return
+    if "duplicate" in found:
+        print(f"delivery {seq}: a duplicate of delivery {found['id']}: nothing new planned")
+        return
+    matched = [v["rule"] for v in found["verdicts"] if v["matched"]]
+    print(f"delivery {seq}: matched {', '.join(matched) or 'no rule'}; {len(found['jobs'])} action(s) planned "
+          f"(`python -m reactor history` shows them)")
 
 
 def _send_port() -> str:

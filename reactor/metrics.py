@@ -79,8 +79,12 @@ class _Metrics:
         from prometheus_client import Counter, Histogram
 
         self.webhooks = Counter("reactor_webhooks_total", "Webhook requests by event and outcome "
-                                "(accepted, duplicate, reply, rejected_signature, rejected_payload, unavailable)",
+                                "(accepted, reply, rejected_signature, rejected_payload, unavailable, inbox_full)",
                                 ["event", "outcome"])
+        self.ingested = Counter("reactor_ingested_total", "Deliveries taken from the inbox by event and outcome "
+                                "(stored, duplicate)", ["event", "outcome"])
+        self.ingest_seconds = Histogram("reactor_ingest_delay_seconds", "Time from a delivery's receipt to its "
+                                        "delivery and jobs being stored", buckets=WEBHOOK_BUCKETS)
         self.webhook_seconds = Histogram("reactor_webhook_duration_seconds", "Time to answer a webhook",
                                          buckets=WEBHOOK_BUCKETS)
         self.actions = Counter("reactor_actions_total", "Finished attempts of outbox jobs by action kind and outcome",
@@ -115,6 +119,12 @@ def webhook(event: str, outcome: str, seconds: float) -> None:
     if _m is not None:
         _m.webhooks.labels(event or "-", outcome).inc()
         _m.webhook_seconds.observe(seconds)
+
+
+def ingested(event: str, outcome: str, seconds: float) -> None:
+    if _m is not None:
+        _m.ingested.labels(event or "-", outcome).inc()
+        _m.ingest_seconds.observe(seconds)
 
 
 def action(kind: str, outcome: str) -> None:
@@ -159,6 +169,8 @@ def exposition(outbox, rules_version: str, now: float | None = None) -> tuple[by
             yield GaugeMetricFamily("reactor_outbox_oldest_pending_seconds", "Seconds since the event of the "
                                     "oldest pending or running job (0 when none)",
                                     value=state["oldest_pending_seconds"])
+            yield GaugeMetricFamily("reactor_inbox_backlog", "Acknowledged deliveries not yet ingested (matched and "
+                                    "planned)", value=state["inbox"])
             info = GaugeMetricFamily("reactor_rules_info", "The rule set in force (its version)", labels=["version"])
             info.add_metric([rules_version], 1)
             yield info

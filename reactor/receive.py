@@ -1,15 +1,17 @@
-"""Pure: one verified delivery to what must be stored, or the answer to give at once.
+"""Pure: a webhook's two steps.
 
-receive -> verify -> parse -> match -> plan; the web edge stores the result and answers.
+admit (on the request path: verify, parse, check, redact) -> the inbox, then the 200;
+decide (in the ingester, a moment later: match, plan) -> the delivery and its jobs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from .delivery import NewDelivery
 from .errors import PayloadError
-from .events import event_from_body, parse_body
+from .events import Event, event_from_body, parse_body
 from .plan import PlannedAction, Skipped, plan
 from .redact import redact
 from .rules.match import RuleSet
@@ -21,6 +23,15 @@ class Reply:
     """Answer at once, store nothing (URL validation)."""
 
     body: dict
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Verified and checked: append `text` (the redacted body) and the dedup key to the inbox, then
+    acknowledge. `event` is the event as the ingester sees it: its body redacted, its key the original's."""
+
+    event: Event
+    text: str
 
 
 @dataclass(frozen=True)
@@ -36,13 +47,13 @@ class Delivery:
 REACTOR_NOTE = "(reactor)"  # the `rule` of a verdict that is reactor's note on the delivery, not a rule's
 
 
-def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets: str | Sequence[str],
-            tolerance: int, rules: RuleSet, now: float, action_deadline: int, account_id: str = "") -> Reply | Delivery:
-    """Verify, parse and decide. Raises SignatureError (401) or PayloadError (4xx).
+def admit(raw: bytes, timestamp: str | None, signature: str | None, *, secrets: str | Sequence[str],
+          tolerance: int, now: float) -> Reply | Admitted:
+    """What the request path does before the 200: verify, parse, check the fields reactor will key on.
+    Raises SignatureError (401) or PayloadError (4xx); a delivery that passes is appended to the inbox.
 
     `secrets`: the Secret Token, or several while it is rotated (any one verifies; URL validation is
-    answered with the one that verified). `account_id`: ZOOM_ACCOUNT_ID; an event from another account
-    is recorded with its verdicts but plans no call, as this app's credentials cannot act on it."""
+    answered with the one that verified)."""
     secret = verify_signature(secrets, timestamp, signature, raw, now, tolerance)
     body = parse_body(raw)
     if body.get("event") == "endpoint.url_validation":
@@ -52,9 +63,21 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets
             raise PayloadError("endpoint.url_validation needs payload.plainToken (a non-empty string)")
         return Reply(url_validation_answer(secret, token))
     event = event_from_body(body, raw)
+    redacted = redact(body)  # secrets are never stored, not even in the inbox, and no rule sees them
+    return Admitted(replace(event, body=redacted), json.dumps(redacted))  # ASCII: any database takes it
+
+
+def decide(admitted: Admitted | tuple[str, str], received_at: float, *, rules: RuleSet, action_deadline: int,
+           account_id: str = "") -> Delivery:
+    """What the ingester makes of an admitted delivery: match and plan. `admitted`: the request path's
+    Admitted, or an inbox row's (redacted body text, dedup key), parsed again (it passed `admit` then).
+
+    `account_id`: ZOOM_ACCOUNT_ID; an event from another account is recorded with its verdicts but
+    plans no call, as this app's credentials cannot act on it."""
+    event = admitted.event if isinstance(admitted, Admitted) else _event(*admitted)
     notes = []
     if event.ts_note:  # rules (`during`) and the deadline see the receipt time; the body keeps what was sent
-        event = replace(event, ts_ms=int(now * 1000))
+        event = replace(event, ts_ms=int(received_at * 1000))
         notes.append(event.ts_note)
     verdicts = rules.evaluate(event)
     matched = [v.rule for v in verdicts if v.matched]
@@ -66,14 +89,19 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets
                f"this app's credentials")
         shown = [{**v, "why": why} if v["matched"] else v for v in shown]
     shown += [{"rule": REACTOR_NOTE, "matched": False, "why": note} for note in notes]
-    event_ms = event.ts_ms if event.ts_ms is not None else int(now * 1000)
+    event_ms = event.ts_ms if event.ts_ms is not None else int(received_at * 1000)
     target = event.target
     record = NewDelivery(
-        dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
-        body=redact(body), verdicts=shown,
+        dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=received_at,
+        body=event.body, verdicts=shown,
         order_key=target.key if target else "", confirms=event.confirms, instance=event.instance,
         topic=_topic(event.field("topic")))
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
+
+
+def _event(text: str, dedup_key: str) -> Event:
+    raw = text.encode("utf-8")
+    return replace(event_from_body(parse_body(raw), raw), dedup_key=dedup_key)
 
 
 def _topic(value) -> str:

@@ -48,6 +48,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REACTOR_DISPATCH", "inline: web processes also dispatch; off: only `python -m reactor worker` does",
             "inline", field="dispatch", kind="choice", choices=("inline", "off"),
             hint="use 'inline' (web processes dispatch) or 'off'"),
+    Setting("REACTOR_INGEST", "inline: each web process matches and plans what it acknowledged, a moment after "
+            "its 200; off: web processes only acknowledge and `python -m reactor worker` ingests", "inline",
+            field="ingest", kind="choice", choices=("inline", "off"),
+            hint="use 'inline' (web processes ingest) or 'off'"),
+    Setting("REACTOR_INBOX_LIMIT", "acknowledged deliveries waiting to be ingested above which webhooks are "
+            "answered 503 (Zoom retries them later)", "50000", field="inbox_limit", kind="int", minimum=100),
     Setting("DATABASE_URL", "sqlite:///path or postgresql://... (postgres:// accepted)", f"sqlite:///{DEFAULT_SQLITE_PATH}",
             secret=True, field="database_url", kind="database_url"),
     Setting("REACTOR_SIGNATURE_TOLERANCE", "accepted age of a webhook's signature, seconds; covers Zoom's retries "
@@ -105,6 +111,8 @@ class Settings:
     signature_tolerance: int = 7200    # covers Zoom's retries (+5, +25, +85 min) if they keep the first timestamp
     dry_run: bool = False
     dispatch: str = "inline"          # inline: web processes dispatch; off: only `python -m reactor worker`
+    ingest: str = "inline"            # inline: web processes ingest what they acknowledged; off: only the worker
+    inbox_limit: int = 50000          # inbox rows above which webhooks are answered 503
     dispatch_threads: int = 8
     zoom_rate: float = 30.0            # calls per second per Zoom account
     action_deadline: int = 1800        # seconds after the event; later, an action is dead

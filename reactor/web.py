@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from . import metrics
 from .errors import PayloadError, SignatureError, StoreError
 from .logs import log
-from .receive import Reply, receive
+from .receive import Reply, admit
 
 MAX_BODY = 1024 * 1024  # the app sets it as MAX_CONTENT_LENGTH
 READY_FOR = 1.5          # seconds a /readyz answer is reused in a process: a flood of checks costs one a second
@@ -86,6 +86,29 @@ class Readiness:
             self._lock.release()
 
 
+class Backlog:
+    """Whether the inbox holds more than `limit` deliveries, counted at most once per `ttl` seconds in a
+    process: a full inbox (the ingesters are behind) makes webhooks answer 503 instead of growing it."""
+
+    def __init__(self, store, limit: int, ttl: float = 1.0, clock=time.monotonic):
+        self.store, self.limit, self.ttl, self.clock = store, limit, ttl, clock
+        self._lock = threading.Lock()
+        self._full, self._at = False, float("-inf")
+
+    def full(self) -> bool:
+        if self.clock() - self._at < self.ttl or not self._lock.acquire(blocking=False):
+            return self._full
+        try:
+            self._at = self.clock()
+            try:
+                self._full = self.store.inbox_backlog() > self.limit
+            except StoreError:
+                self._full = False  # the append will fail and say so
+            return self._full
+        finally:
+            self._lock.release()
+
+
 def _skew(timestamp: str | None, now: float) -> int | None:
     """Seconds between this server's clock and the delivery's timestamp header (positive: the header is
     behind), for the log; None when the header is not Unix seconds."""
@@ -101,10 +124,8 @@ def webhook():
     timestamp = request.headers.get("x-zm-request-timestamp")
     try:
         settings = reactor.settings
-        outcome = receive(raw, timestamp, request.headers.get("x-zm-signature"),
-                          secrets=settings.webhook_secrets, tolerance=settings.signature_tolerance,
-                          rules=reactor.rules.current, now=now, action_deadline=settings.action_deadline,
-                          account_id=settings.account_id)
+        outcome = admit(raw, timestamp, request.headers.get("x-zm-signature"), secrets=settings.webhook_secrets,
+                        tolerance=settings.signature_tolerance, now=now)
     except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
         reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
         metrics.webhook("-", "rejected_signature", time.time() - now)
@@ -118,25 +139,23 @@ def webhook():
     if isinstance(outcome, Reply):
         metrics.webhook("endpoint.url_validation", "reply", time.time() - now)
         return jsonify(outcome.body), 200
+    if reactor.backlog.full():
+        log("the inbox is full; answered 503 so Zoom retries", 40, event=outcome.event.name,
+            limit=settings.inbox_limit)
+        metrics.webhook(outcome.event.name, "inbox_full", time.time() - now)
+        return _error(503, "reactor is behind with the deliveries it acknowledged; Zoom will retry this one")
     try:
-        accepted = reactor.store.accept(outcome.record, outcome.actions, outcome.deadline)
+        seq = reactor.store.append(outcome.text, outcome.event.dedup_key, now)
     except StoreError as exc:
-        log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.record.event)
-        metrics.webhook(outcome.record.event, "unavailable", time.time() - now)
+        log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.event.name)
+        metrics.webhook(outcome.event.name, "unavailable", time.time() - now)
         if reactor.alerts is not None:
             reactor.alerts.refused()
         return _error(503, "the database is unavailable; Zoom will retry this delivery")
-    if accepted.job_ids:
-        reactor.wake_dispatcher()
-    record = outcome.record
-    for warning in outcome.warnings:  # also a "(reactor)" note in the delivery's verdicts, for `history`
-        log(warning, 30, event=record.event, delivery=accepted.delivery_id, duplicate=accepted.duplicate or None)
-    metrics.webhook(record.event, "duplicate" if accepted.duplicate else "accepted", time.time() - now)
-    log("duplicate" if accepted.duplicate else "accepted", event=record.event, delivery=accepted.delivery_id,
-        target=record.order_key, matched=[v["rule"] for v in record.verdicts if v["matched"]],
-        actions=len(accepted.job_ids), ms=round((time.time() - now) * 1000, 2))
-    return jsonify({"status": "duplicate" if accepted.duplicate else "accepted",
-                    "delivery": accepted.delivery_id, "actions": len(accepted.job_ids)}), 200
+    if reactor.ingester is not None:
+        reactor.ingester.hand(seq, now, outcome)
+    metrics.webhook(outcome.event.name, "accepted", time.time() - now)
+    return jsonify({"status": "accepted", "delivery": seq}), 200
 
 
 @bp.get("/healthz")

@@ -1,5 +1,6 @@
-"""Edge: `python -m reactor worker`, the Procfile's worker: a dispatcher process with no web server
-(it never imports Flask). Stops on SIGTERM or SIGINT, letting in-flight calls finish."""
+"""Edge: `python -m reactor worker`, the Procfile's worker: a dispatcher with no web server (it never
+imports Flask); with REACTOR_INGEST=off also the ingester, as web processes then only acknowledge
+(it then needs the rules). Stops on SIGTERM or SIGINT, letting in-flight calls finish."""
 from __future__ import annotations
 
 import os
@@ -10,29 +11,43 @@ import threading
 from .dispatch import Dispatcher
 from .errors import ReactorError
 from .housekeeping import start_housekeeping
+from .ingest import Ingester
+from .live_rules import ActiveRules
 from .logs import configure_logging, log
 from .settings import Settings
 from .store import open_store
 
+INGEST_POLL = 0.05  # seconds between looks at the inbox when this worker is its only ingester
+
 
 def run_worker() -> int:
-    """Dispatch until told to stop; exit code 3 when settings or the database are not usable."""
+    """Ingest and dispatch until told to stop; exit code 3 when settings, rules or the database are not usable."""
     configure_logging()
     try:
         settings = Settings.from_env(webhooks=False)
         store = open_store(settings.database_url)
         store.check_schema()
+        rules = ActiveRules(settings) if settings.ingest == "off" else None
     except ReactorError as exc:
         print(f"reactor worker cannot start: {exc}", file=sys.stderr)
         return 3
     dispatcher = Dispatcher.from_settings(settings, store)
+    # with REACTOR_INGEST=off no web process ingests: this worker takes every row at once
+    ingester = Ingester(store, rules, settings, dispatcher.wake, orphan_after=0.0, sweep_every=INGEST_POLL) \
+        if rules is not None else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     dispatcher.start()
     store.listen(dispatcher.wake)
-    start_housekeeping(store.maintain, dispatcher.upkeep)
-    log("worker started", pid=os.getpid(), threads=dispatcher.threads)
+    if ingester is not None:
+        ingester.start()
+        start_housekeeping(rules.reload_if_changed, store.maintain, dispatcher.upkeep)
+    else:
+        start_housekeeping(store.maintain, dispatcher.upkeep)
+    log("worker started", pid=os.getpid(), threads=dispatcher.threads, ingest=settings.ingest)
     stop.wait()
+    if ingester is not None:
+        ingester.stop()
     dispatcher.stop()
     return 0

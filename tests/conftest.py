@@ -135,12 +135,39 @@ class ReactorServer:
         """The store this server uses, opened from its DATABASE_URL."""
         return open_store(self.env["DATABASE_URL"])
 
-    def history(self, **filters) -> list[dict]:
+    def settle(self, timeout: float = 15.0) -> None:
+        """Wait until every delivery acknowledged so far has been ingested (the inbox is empty), or timeout."""
+        store = self.store()
+        try:
+            deadline = time.time() + timeout
+            while store.inbox_backlog() and time.time() < deadline:
+                time.sleep(0.02)
+        finally:
+            store.close()
+
+    def history(self, settle: bool = True, **filters) -> list[dict]:
+        """The history as `history` shows it, once what was acknowledged is ingested (settle=False: as it is)."""
+        if settle:
+            self.settle()
         store = self.store()
         try:
             return store.history(**filters)
         finally:
             store.close()
+
+    def outcome(self, answer: requests.Response) -> dict:
+        """What became of the delivery a 200 numbered, once ingested: {"status": "accepted" or "duplicate",
+        "delivery": the stored delivery's id (a duplicate's: the first's), "actions": the actions it planned}."""
+        assert answer.status_code == 200, answer.text
+        seq = answer.json()["delivery"]
+        store = self.store()
+        try:
+            found = wait_until(lambda: (lambda d: d if d and not d.get("inbox") else None)(store.delivery(seq)))
+        finally:
+            store.close()
+        if "duplicate" in found:
+            return {"status": "duplicate", "delivery": found["id"], "actions": 0}
+        return {"status": "accepted", "delivery": found["id"], "actions": len(found["jobs"])}
 
     def jobs(self) -> list[dict]:
         return [j for d in self.history(limit=100000) for j in d["jobs"]]

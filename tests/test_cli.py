@@ -131,7 +131,7 @@ def history(home: Path) -> list[dict]:
 def delivery_of(home: Path, answer: str) -> dict:
     """The history entry of the delivery a `send` answer names."""
     assert answer.startswith("200 "), answer
-    number = json.loads(answer[4:])["delivery"]
+    number = json.loads(answer.splitlines()[0][4:])["delivery"]
     [found] = [d for d in history(home) if d["id"] == number]
     return found
 

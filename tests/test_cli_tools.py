@@ -66,12 +66,15 @@ def test_retry_dead_requeues_every_dead_action_and_nothing_else(make_server, zoo
 
 def test_send_uuid_repeats_a_meeting_instance_so_the_second_send_is_a_duplicate(make_server):
     server = make_server()
-    env = {"ZOOM_WEBHOOK_SECRET_TOKEN": SECRET}
+    env = {"ZOOM_WEBHOOK_SECRET_TOKEN": SECRET, "DATABASE_URL": server.env["DATABASE_URL"]}
     url = server.url + "/webhooks/zoom"
     first = run_cli("send", "meeting.started", "--uuid", "repeat-me-73==", "--url", url, env=env)
     second = run_cli("send", "meeting.started", "--uuid", "repeat-me-73==", "--url", url, env=env)
     assert first.returncode == 0 and '"status":"accepted"' in first.stdout, first.stdout + first.stderr
-    assert second.returncode == 0 and '"status":"duplicate"' in second.stdout, second.stdout
+    number = json.loads(first.stdout.split(" ", 1)[1].splitlines()[0])["delivery"]
+    assert f"delivery {number}: matched " in first.stdout and "action(s) planned" in first.stdout, first.stdout
+    assert second.returncode == 0 and f"a duplicate of delivery {number}: nothing new planned" in second.stdout, \
+        second.stdout
     fresh = [run_cli("send", "meeting.started", "--url", url, env=env) for _ in range(2)]
     assert all('"status":"accepted"' in r.stdout for r in fresh), "without --uuid each send is a new instance"
     uuids = [d["body"]["payload"]["object"]["uuid"] for d in server.history()]

@@ -76,6 +76,7 @@ def test_outbox_gauges_are_right_on_postgresql_with_two_instances(make_server):
     assert a.post(event(meeting_id="1", ts_ms=ten_minutes_ago)).status_code == 200
     assert a.post(event(meeting_id="2")).status_code == 200
     assert b.post(event(meeting_id="3")).status_code == 200
+    a.settle()
     for server in (a, b):  # each instance reads the shared store, not its own memory
         samples = scrape(server)
         assert value(samples, "reactor_outbox_jobs", status="pending") == 3

@@ -12,7 +12,6 @@ import time
 import pytest
 import requests
 
-from reactor.delivery import NewDelivery
 from reactor.redact import REDACTED, scrub
 from reactor.store import open_store
 from tests.conftest import ROOT, SECRET, STREAM_KEY, ReactorServer, event, log_lines, run_cli, signed_headers, wait_until
@@ -95,7 +94,7 @@ def test_backtracking_regex_against_40_as_and_a_bang_answers_within_a_second(mak
     response = server.post(event(topic="a" * 40 + "!"))  # Python's re: 2**40 steps
     took = time.monotonic() - started
     assert response.status_code == 200 and took < 1.0, f"answered {response.status_code} in {took:.2f} s"
-    assert server.post(event(topic="aaaa")).json()["actions"] == 1  # the rule still works
+    assert server.outcome(server.post(event(topic="aaaa")))["actions"] == 1  # the rule still works
     [matched] = [d for d in server.history() if d["body"]["payload"]["object"]["topic"] == "aaaa"]
     assert matched["verdicts"][0]["matched"] is True
 
@@ -145,11 +144,11 @@ rules:
     do: [livestream.stop]
 """
     server = make_server(rules, env={"WEB_CONCURRENCY": "1"})
-    assert server.post(event(topic="Town Hall REHEARSAL")).json()["actions"] == 1
-    assert server.post(event(topic="Town Hall")).json()["actions"] == 0
+    assert server.outcome(server.post(event(topic="Town Hall REHEARSAL")))["actions"] == 1
+    assert server.outcome(server.post(event(topic="Town Hall")))["actions"] == 0
     raw = json.dumps(event(topic="Test \ud83d")).encode()  # json.dumps writes the half emoji as \\ud83d
     response = server.post(None, raw=raw)
-    assert response.status_code == 200 and response.json()["actions"] == 1
+    assert server.outcome(response)["actions"] == 1
 
 
 # -- 3. one odd delivery fails alone ----------------------------------------------------------------
@@ -205,22 +204,17 @@ def test_identifying_fields_are_checked_at_parse_time(make_server, body, says):
 
 
 def test_a_group_commit_the_database_refuses_is_retried_one_delivery_at_a_time(tmp_path):
-    """The store alone (no parse-time check in front): a delivery whose key SQLite cannot bind fails,
+    """The store alone (no parse-time check in front): an append whose key SQLite cannot bind fails,
     the ten committed in the same group are stored."""
     store = open_store(f"sqlite:///{tmp_path / 'reactor.db'}")
     store.migrate()
-
-    def delivery(key: str) -> NewDelivery:
-        return NewDelivery(dedup_key=key, event="meeting.started", event_ts_ms=int(time.time() * 1000),
-                           received_at=time.time(), body={}, verdicts=[], order_key="meetings/1")
-
     blocker = sqlite3.connect(tmp_path / "reactor.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # hold the file so all eleven queue for one group commit
     outcomes: dict = {}
 
     def accept(key):
         try:
-            outcomes[key] = store.accept(delivery(key), [], time.time() + 60)
+            outcomes[key] = store.append("{}", key, time.time())
         except Exception as exc:
             outcomes[key] = exc
 
@@ -236,7 +230,7 @@ def test_a_group_commit_the_database_refuses_is_retried_one_delivery_at_a_time(t
     assert type(outcomes["bad-\ud83d"]).__name__ == "StoreError"
     assert all(not isinstance(outcomes[k], Exception) for k in keys[1:]), outcomes
     with sqlite3.connect(tmp_path / "reactor.db") as conn:
-        assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 10
+        assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 10
 
 
 # -- 4. secrets never reach the verdicts ---------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_a_literal_stream_key_and_passcodes_reach_neither_the_history_nor_the_st
                  h323_password=PASSCODES["h323_password"], pstn_password=PASSCODES["pstn_password"],
                  encrypted_password=PASSCODES["encrypted_password"])
     body["download_token"] = PASSCODES["download_token"]
-    assert server.post(body).json()["actions"] == 2
+    assert server.outcome(server.post(body))["actions"] == 2
     jobs = server.wait_jobs(2)
     assert [j["status"] for j in jobs] == ["done", "done"]
     configure = zoom.api_calls()[0]
@@ -96,7 +96,7 @@ def test_a_literal_stream_key_and_passcodes_reach_neither_the_history_nor_the_st
 def test_an_event_ts_in_seconds_starts_the_stream_and_the_history_says_why(make_server, zoom):
     server = make_server(zoom=zoom)
     seconds = int(time.time())
-    assert server.post(event(meeting_id="9920", uuid_="u-9920", ts_ms=seconds)).json()["actions"] == 1
+    assert server.outcome(server.post(event(meeting_id="9920", uuid_="u-9920", ts_ms=seconds)))["actions"] == 1
     [job] = server.wait_jobs(1)
     assert job["status"] == "done", job["last_message"]
     assert [c.path for c in zoom.api_calls()] == ["/v2/meetings/9920/livestream/status"]
@@ -116,9 +116,9 @@ def test_an_event_from_another_zoom_account_is_recorded_and_makes_no_call(make_s
     server = make_server(zoom=zoom)
     foreign = event(meeting_id="9930", uuid_="u-9930")
     foreign["payload"]["account_id"] = "OtherAcct9z8y7x"
-    answer = server.post(foreign).json()
+    answer = server.outcome(server.post(foreign))
     assert answer["status"] == "accepted" and answer["actions"] == 0
-    assert server.post(event(meeting_id="9931", uuid_="u-9931")).json()["actions"] == 1  # ours: called
+    assert server.outcome(server.post(event(meeting_id="9931", uuid_="u-9931")))["actions"] == 1  # ours: called
     zoom.wait_for(1)
     time.sleep(1.5)
     assert [c.path for c in zoom.api_calls()] == ["/v2/meetings/9931/livestream/status"]
@@ -146,8 +146,8 @@ def url_validation(server, secret):
 def test_during_a_secret_rotation_the_new_and_the_old_token_verify_and_a_third_does_not(make_server):
     new, old = "rotated-new-secret-4c1d", SECRET
     server = make_server(env={"ZOOM_WEBHOOK_SECRET_TOKEN": f"{new},{old}"})
-    assert server.post(event(uuid_="u-new"), secret=new).json()["status"] == "accepted"
-    assert server.post(event(uuid_="u-old"), secret=old).json()["status"] == "accepted"
+    assert server.outcome(server.post(event(uuid_="u-new"), secret=new))["status"] == "accepted"
+    assert server.outcome(server.post(event(uuid_="u-old"), secret=old))["status"] == "accepted"
     third = server.post(event(uuid_="u-third"), secret="a-third-secret-0000")
     assert third.status_code == 401
     assert sorted(d["body"]["payload"]["object"]["uuid"] for d in server.history()) == ["u-new", "u-old"]

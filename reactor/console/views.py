@@ -168,7 +168,13 @@ def delivery(delivery_id: int):
     found = reactor().store.delivery(check_id(delivery_id, "delivery"))
     if found is None:
         return problem(404, f"no delivery {delivery_id}: it may have been pruned after REACTOR_HISTORY_DAYS")
-    return page("delivery.html", d=found, sources=_sources(), body=_pretty(found["body"]),
+    if found.get("inbox"):  # acknowledged, not yet matched and planned
+        return page("message.html", title=f"Delivery {delivery_id} is being processed", refresh=True,
+                    message=f"received {when(found['received_at'])}; its rules are matched and its actions planned "
+                            f"a moment after the 200 (this page refreshes)")
+    if "duplicate" in found:
+        return redirect(url_for("console.delivery", delivery_id=found["id"], repeat=delivery_id))
+    return page("delivery.html", d=found, repeat=read_id(request.args.get("repeat"), "repeat"), sources=_sources(), body=_pretty(found["body"]),
                 explained=_explain_stored(found["body"]), refresh=pending([found]), masked=masked, pretty=_pretty)
 
 

@@ -35,8 +35,30 @@ class Store:
         """Raise StoreError unless the database answers now (readiness)."""
         raise NotImplementedError
 
+    def append(self, body: str, dedup_key: str, received_at: float) -> int:
+        """Append a verified delivery (its redacted body and dedup key) to the inbox, durably committed before
+        returning, and return its seq: the id its delivery will have. Concurrent appends share a commit.
+        Raise StoreError when it could not be committed (within 2 s)."""
+        raise NotImplementedError
+
+    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str]]:
+        """(seq, received_at, body, dedup_key) of inbox rows received before the given time, oldest first."""
+        raise NotImplementedError
+
+    def inbox_backlog(self) -> int:
+        """How many appended deliveries wait to be ingested."""
+        raise NotImplementedError
+
+    def ingest(self, decided: list[tuple[int, NewDelivery, list[PlannedAction], float]]) -> list[Accepted | None]:
+        """For each (seq, delivery, actions, deadline), in ONE durable transaction: remove the inbox
+        row and accept the delivery under id `seq` (a duplicate stores only its seq beside the first).
+        A seq no longer in the inbox (another ingester took it) stores nothing and gives None: each row
+        is ingested exactly once, however many ingesters race for it."""
+        raise NotImplementedError
+
     def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """Store a delivery and its jobs in ONE transaction, durably committed before returning.
+        """Store a delivery and its jobs in ONE transaction, durably committed before returning, without
+        the inbox (reactor's own deliveries: alerts).
 
         If a delivery with the same dedup_key exists, store nothing and return duplicate=True with
         the first one's id: concurrent calls with one key store exactly one delivery. New jobs are
@@ -174,7 +196,8 @@ class Store:
     def outbox(self, now: float) -> dict:
         """The outbox at `now`, for monitoring (read at every scrape, so cheap): {"jobs": {status: n} for
         every status in STATUSES, "oldest_pending_seconds": seconds from the event of the oldest pending or
-        running job to `now` (0 when there is none)}. Counts every process's jobs of the shared store."""
+        running job to `now` (0 when there is none), "inbox": deliveries waiting to be ingested}. Counts every
+        process's jobs of the shared store."""
         raise NotImplementedError
 
     def alert_causes(self, now: float, confirm_timeout: float, since: float) -> list[dict]:

@@ -1,47 +1,45 @@
-"""Group commit: concurrent accepts of one process share one transaction (one fsync).
+"""Group commit: concurrent appends to the inbox of one process share one transaction (one fsync).
 
-One accept at a time leads, committing every accept queued so far, then hands the lead to the
-first accept that queued meanwhile; the others sleep on their own event until their commit is done
-or the lead is theirs. A backend supplies `transaction`, `accept_all` and `announce`.
+One append at a time leads, committing every append queued so far, then hands the lead to the
+first append that queued meanwhile; the others sleep on their own event until their commit is done
+or the lead is theirs. A backend supplies `transaction` and `append_all`.
 """
 from __future__ import annotations
 
 import threading
 import time
 
-from ..delivery import Accepted, NewDelivery
 from ..errors import StoreError
 from ..logs import log
-from ..plan import PlannedAction
 
-ACCEPT_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
+APPEND_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
 # A failed group commit is retried one delivery at a time, so one delivery the database refuses fails
 # alone; only until the batch is this old (as long as a follower waits to be taken), so every webhook is
 # still answered within Zoom's 3 s, and a database that is down (a 2 s lock wait) fails them all at once.
-ISOLATE_WITHIN = ACCEPT_WAIT
+ISOLATE_WITHIN = APPEND_WAIT
 
 
 class GroupCommit:
-    """The accept() of the store contract, for a backend that can commit many deliveries at once."""
+    """The append() of the store contract, for a backend that can commit many appends at once."""
 
     def __init__(self):
-        self._queue: list[_Pending] = []       # accepts waiting for the next group commit
+        self._queue: list[_Pending] = []       # appends waiting for the next group commit
         self._queue_lock = threading.Lock()    # guards the queue, the lead and each _Pending's flags
-        self._leading = False                  # an accept is committing (or about to)
+        self._leading = False                  # an append is committing (or about to)
 
-    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
-        """Queue this delivery for the next group commit and wait for its outcome (see the module)."""
-        mine = _Pending(delivery, actions, deadline)
+    def append(self, body: str, dedup_key: str, received_at: float) -> int:
+        """Queue this delivery for the next group commit and wait for its inbox seq (see the module)."""
+        mine = _Pending((body, dedup_key, received_at))
         with self._queue_lock:
             self._queue.append(mine)
             if not self._leading:
                 self._leading = mine.lead = True
         if not mine.lead:
-            woken = mine.wake.wait(ACCEPT_WAIT)
+            woken = mine.wake.wait(APPEND_WAIT)
             with self._queue_lock:
                 if not woken and not mine.taken and not mine.lead:  # certainly not stored
                     self._queue.remove(mine)
-                    raise StoreError(f"the database did not take the delivery within {ACCEPT_WAIT} s")
+                    raise StoreError(f"the database did not take the delivery within {APPEND_WAIT} s")
             mine.wake.wait()  # a commit holding it is under way: its outcome is ours; or we lead
         if not mine.done:
             self._lead()
@@ -91,11 +89,8 @@ class GroupCommit:
             pending.wake.set()
 
     def _store(self, conn, batch: list["_Pending"]) -> None:
-        results = self.accept_all(conn, [(p.delivery, p.actions, p.deadline) for p in batch])
-        if any(result.job_ids for result in results):
-            self.announce(conn)  # once per commit: each NOTIFY is a round trip to PostgreSQL
-        for pending, result in zip(batch, results):
-            pending.result = result
+        for pending, seq in zip(batch, self.append_all(conn, [p.item for p in batch])):
+            pending.result = seq
 
     def _one_by_one(self, batch: list["_Pending"], error: StoreError, started: float) -> None:
         """After a failed group commit: commit each delivery alone, so only one the database refuses
@@ -112,7 +107,7 @@ class GroupCommit:
             except Exception as exc:
                 pending.result, pending.error = None, _as_store_error(exc)
                 log("the database refused a delivery; the others committed with it are unaffected", 40,
-                    event=pending.delivery.event[:100], error=str(pending.error))
+                    error=str(pending.error))
 
 
 def _as_store_error(exc: Exception) -> StoreError:
@@ -121,12 +116,12 @@ def _as_store_error(exc: Exception) -> StoreError:
 
 
 class _Pending:
-    """One accept waiting for a group commit."""
+    """One append waiting for a group commit."""
 
-    __slots__ = ("delivery", "actions", "deadline", "wake", "lead", "taken", "done", "result", "error")
+    __slots__ = ("item", "wake", "lead", "taken", "done", "result", "error")
 
-    def __init__(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float):
-        self.delivery, self.actions, self.deadline = delivery, actions, deadline
+    def __init__(self, item: tuple):
+        self.item = item
         self.wake = threading.Event()   # set when its commit is done, or when the lead passes to it
         self.lead = self.taken = self.done = False
         self.result, self.error = None, None

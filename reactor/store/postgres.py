@@ -27,10 +27,12 @@ CHANNEL = "reactor_jobs"
 # new deliveries, their jobs, and what was stored.
 _ACCEPT_ALL = """
 WITH d AS (
-    INSERT INTO deliveries (dedup_key, event, event_ts, order_key, instance, received_at, topic, body, verdicts)
-    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(dedup_key text, event text, event_ts bigint, order_key text,
-                                                     instance text, received_at double precision, topic text,
-                                                     body text, verdicts text)
+    INSERT INTO deliveries (id, dedup_key, event, event_ts, order_key, instance, received_at, topic, body, verdicts)
+    SELECT coalesce(x.id, nextval(pg_get_serial_sequence('inbox', 'seq'))), x.dedup_key, x.event, x.event_ts,
+           x.order_key, x.instance, x.received_at, x.topic, x.body, x.verdicts
+    FROM jsonb_to_recordset(%s::jsonb) AS x(id bigint, dedup_key text, event text, event_ts bigint, order_key text,
+                                            instance text, received_at double precision, topic text,
+                                            body text, verdicts text)
     ON CONFLICT (dedup_key) DO NOTHING
     RETURNING id, dedup_key
 ), j AS (
@@ -102,10 +104,10 @@ class PostgresStore(SQLStore):
     def accept_all(self, conn, items) -> list[Accepted]:
         """The whole group commit in one statement (_ACCEPT_ALL), plus one for earlier duplicates."""
         firsts = {}
-        for delivery, actions, deadline in items:
-            firsts.setdefault(delivery.dedup_key, (delivery, actions, deadline))
-        deliveries = [delivery_row(delivery) for delivery, _, _ in firsts.values()]
-        jobs = [job for item in firsts.values() for job in job_rows(*item)]
+        for delivery_id, delivery, actions, deadline in items:
+            firsts.setdefault(delivery.dedup_key, (delivery_id, delivery, actions, deadline))
+        deliveries = [delivery_row(delivery, delivery_id) for delivery_id, delivery, _, _ in firsts.values()]
+        jobs = [job for item in firsts.values() for job in job_rows(*item[1:])]
         new = {row["dedup_key"]: (row["id"], tuple(row["job_ids"]))
                for row in conn.execute(_ACCEPT_ALL, (json.dumps(deliveries), json.dumps(jobs)), prepare=True)}
         known = {}
@@ -113,7 +115,7 @@ class PostgresStore(SQLStore):
             known = {row["dedup_key"]: row["id"] for row in conn.execute(
                 "SELECT dedup_key, id FROM deliveries WHERE dedup_key = ANY(%s)", ([k for k in firsts if k not in new],))}
         results = []
-        for delivery, _, _ in items:
+        for _, delivery, _, _ in items:
             if delivery.dedup_key in new:
                 delivery_id, job_ids = new.pop(delivery.dedup_key)
                 known[delivery.dedup_key] = delivery_id
@@ -122,6 +124,15 @@ class PostgresStore(SQLStore):
             else:
                 results.append(Accepted(known[delivery.dedup_key], True))
         return results
+
+    def append_all(self, conn, items) -> list[int]:
+        """One statement for the whole group commit (rows are numbered and returned in the order given)."""
+        return [row["seq"] for row in conn.execute(
+            "INSERT INTO inbox (received_at, body, dedup_key) SELECT x.received_at, x.body, x.dedup_key "
+            "FROM unnest(%s::double precision[], %s::text[], %s::text[]) WITH ORDINALITY "
+            "AS x(received_at, body, dedup_key, n) ORDER BY x.n RETURNING seq",
+            ([received_at for _, _, received_at in items], [body for body, _, _ in items],
+             [key for _, key, _ in items]), prepare=True)]
 
     def lock_pacing(self, conn, account: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("reactor-pacing:" + account,))
@@ -138,7 +149,7 @@ class PostgresStore(SQLStore):
             if version > SCHEMA_VERSION:
                 raise SchemaError(f"the database has schema version {version}, newer than this reactor "
                                   f"({SCHEMA_VERSION}): upgrade reactor")
-            for step in migrations("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION")[version:]:
+            for step in migrations("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", postgres=True)[version:]:
                 conn.execute(step)
                 version += 1
                 conn.execute("INSERT INTO reactor_schema (version) VALUES (%s)", (version,))

@@ -7,13 +7,13 @@ import json
 from ..delivery import NewDelivery
 from ..plan import PlannedAction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TOPIC_CHARS = 300  # the searchable topic kept beside the body (the console's ?q=)
 
 
-def delivery_row(delivery: NewDelivery) -> dict:
-    """The deliveries row for a new delivery."""
-    return {"dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
+def delivery_row(delivery: NewDelivery, delivery_id: int | None = None) -> dict:
+    """The deliveries row for a new delivery; `delivery_id`: its inbox seq (None: the backend's next one)."""
+    return {"id": delivery_id, "dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
             "order_key": delivery.order_key, "instance": delivery.instance, "received_at": delivery.received_at,
             "topic": delivery.topic[:TOPIC_CHARS],
             "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
@@ -28,10 +28,37 @@ def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: floa
             for seq, action in enumerate(actions)]
 
 
-def migrations(ident: str, real: str, text_json: str = "TEXT") -> list[str]:
+def migrations(ident: str, real: str, text_json: str = "TEXT", postgres: bool = False) -> list[str]:
     """The DDL, step by step: migrations(...)[v] takes a database from schema version v to v + 1.
     With the dialect's auto-increment key, float and JSON text types."""
-    return [_version_1(ident, real, text_json), _version_2(real), _version_3(), _version_4()]
+    return [_version_1(ident, real, text_json), _version_2(real), _version_3(), _version_4(),
+            _version_5(real, postgres)]
+
+
+def _version_5(real: str, postgres: bool) -> str:
+    """The inbox: what the request path appends before its 200 (the redacted body, the dedup key), keyed by a
+    sequence that becomes the delivery's id, with no other index to write; the ingester turns its rows
+    into deliveries and jobs and deletes them in one transaction. A duplicate's seq is kept beside the
+    delivery it repeats, so the `delivery` number of every 200 can be looked up. Numbering continues
+    after the deliveries already stored; on PostgreSQL deliveries take their ids from the same sequence."""
+    if postgres:
+        return f"""
+CREATE TABLE IF NOT EXISTS inbox (seq BIGSERIAL PRIMARY KEY, received_at {real} NOT NULL, body TEXT NOT NULL,
+    dedup_key TEXT NOT NULL);
+SELECT setval(pg_get_serial_sequence('inbox', 'seq'), (SELECT coalesce(max(id), 0) + 1 FROM deliveries), false);
+ALTER TABLE deliveries ALTER COLUMN id SET DEFAULT nextval(pg_get_serial_sequence('inbox', 'seq'));
+CREATE TABLE IF NOT EXISTS duplicates (seq BIGINT PRIMARY KEY,
+    delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE, received_at {real} NOT NULL);
+CREATE INDEX IF NOT EXISTS duplicates_delivery ON duplicates (delivery_id);
+"""
+    return f"""
+CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at {real} NOT NULL,
+    body TEXT NOT NULL, dedup_key TEXT NOT NULL);
+INSERT INTO sqlite_sequence (name, seq) SELECT 'inbox', coalesce(max(id), 0) FROM deliveries;
+CREATE TABLE IF NOT EXISTS duplicates (seq INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE, received_at {real} NOT NULL);
+CREATE INDEX IF NOT EXISTS duplicates_delivery ON duplicates (delivery_id);
+"""
 
 
 def _version_4() -> str:

@@ -84,13 +84,53 @@ class SQLStore(GroupCommit, Store):
     def announce(self, conn) -> None:
         """Tell other processes' dispatchers that jobs were committed (at commit)."""
 
-    def accept_all(self, conn, items: list[tuple[NewDelivery, list[PlannedAction], float]]) -> list[Accepted]:
-        """accept() for each (delivery, actions, deadline) of a group commit, in order, inside the
-        caller's transaction (see schema.delivery_row / job_rows); of two with one dedup key, the second
-        is the first's duplicate. Each new delivery is confirm()ed."""
+    def accept_all(self, conn, items: list[tuple[int | None, NewDelivery, list[PlannedAction], float]]
+                   ) -> list[Accepted]:
+        """Each (id, delivery, actions, deadline), in order, inside the caller's transaction (see
+        schema.delivery_row / job_rows), the delivery under `id` (None: the inbox sequence's next); of
+        two with one dedup key, the second is the first's duplicate. Each new delivery is confirm()ed."""
+        raise NotImplementedError
+
+    def append_all(self, conn, items: list[tuple[str, str, float]]) -> list[int]:
+        """append() for each (body, dedup_key, received_at) of a group commit, in order: their seqs."""
         raise NotImplementedError
 
     # -- the contract
+    def accept(self, delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> Accepted:
+        with self.transaction() as conn:
+            accepted = self.accept_all(conn, [(None, delivery, actions, deadline)])[0]
+            if accepted.job_ids:
+                self.announce(conn)
+        return accepted
+
+    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str]]:
+        with self.reading() as conn:
+            return [(r["seq"], r["received_at"], r["body"], r["dedup_key"]) for r in self.run(conn,
+                "SELECT seq, received_at, body, dedup_key FROM inbox WHERE received_at < ? ORDER BY seq LIMIT ?",
+                (received_before, limit)).fetchall()]
+
+    def inbox_backlog(self) -> int:
+        with self.reading() as conn:
+            return self.run(conn, "SELECT count(*) AS n FROM inbox").fetchone()["n"]
+
+    def ingest(self, decided):
+        if not decided:
+            return []
+        with self.transaction() as conn:
+            seqs = [item[0] for item in decided]
+            received = {item[0]: item[1].received_at for item in decided}
+            present = {r["seq"] for r in self.run(conn, f"DELETE FROM inbox WHERE seq IN ({', '.join('?' * len(seqs))}) "
+                                                  "RETURNING seq", tuple(seqs)).fetchall()}
+            todo = [item for item in decided if item[0] in present]
+            accepted = dict(zip((item[0] for item in todo), self.accept_all(conn, todo)))
+            for seq, result in accepted.items():
+                if result.duplicate:
+                    self.run(conn, "INSERT INTO duplicates (seq, delivery_id, received_at) VALUES (?, ?, ?)",
+                             (seq, result.delivery_id, received[seq]))
+            if any(result.job_ids for result in accepted.values()):
+                self.announce(conn)
+        return [accepted.get(seq) for seq in seqs]
+
     def confirm(self, conn, delivery: NewDelivery) -> None:
         """Zoom reports a live stream started (stopped) on a meeting instance: settle reactor's start
         (stop) actions of that instance as confirmed. Done and running ones are marked (a running one
@@ -366,7 +406,15 @@ class SQLStore(GroupCommit, Store):
     def delivery(self, delivery_id: int) -> dict | None:
         with self.reading() as conn:
             row = self.run(conn, "SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            return self._full(conn, row) if row else None
+            if row is None:
+                repeated = self.run(conn, "SELECT d.*, r.received_at AS repeat_at FROM duplicates r "
+                                    "JOIN deliveries d ON d.id = r.delivery_id WHERE r.seq = ?", (delivery_id,)).fetchone()
+                if repeated is not None:
+                    return {**self._full(conn, repeated), "duplicate": {"seq": delivery_id,
+                                                                        "received_at": repeated["repeat_at"]}}
+                waiting = self.run(conn, "SELECT received_at FROM inbox WHERE seq = ?", (delivery_id,)).fetchone()
+                return {"id": delivery_id, "inbox": True, "received_at": waiting["received_at"]} if waiting else None
+            return self._full(conn, row)
 
     def meeting_timeline(self, meeting: str, limit: int = 500) -> list[dict]:
         with self.reading() as conn:
@@ -402,7 +450,9 @@ class SQLStore(GroupCommit, Store):
                 jobs[row["status"]] = row["n"]
             oldest = self.run(conn, "SELECT min(event_ts) AS ts FROM jobs WHERE status IN ('pending', 'running')"
                               ).fetchone()["ts"]
-        return {"jobs": jobs, "oldest_pending_seconds": max(0.0, now - oldest / 1000) if oldest is not None else 0.0}
+            inbox = self.run(conn, "SELECT count(*) AS n FROM inbox").fetchone()["n"]
+        return {"jobs": jobs, "oldest_pending_seconds": max(0.0, now - oldest / 1000) if oldest is not None else 0.0,
+                "inbox": inbox}
 
     def alert_causes(self, now: float, confirm_timeout: float, since: float) -> list[dict]:
         columns = "j.id, j.rule, j.kind, j.order_key, j.instance, j.last_message, d.body"

@@ -120,8 +120,12 @@ class SQLiteStore(SQLStore):
     def accept_all(self, conn, items) -> list[Accepted]:
         """Row by row: SQLite statements are function calls in this process, not round trips."""
         results = []
-        for delivery, actions, deadline in items:
-            row = delivery_row(delivery)
+        for delivery_id, delivery, actions, deadline in items:
+            if delivery_id is None:  # numbered from the inbox's sequence, so never a seq an append will take
+                delivery_id = conn.execute("INSERT INTO inbox (received_at, body, dedup_key) VALUES (0, '', '') RETURNING seq"
+                                           ).fetchone()[0]
+                conn.execute("DELETE FROM inbox WHERE seq = ?", (delivery_id,))
+            row = delivery_row(delivery, delivery_id)
             stored = conn.execute(_insert("deliveries", tuple(row), "ON CONFLICT (dedup_key) DO NOTHING"), row).fetchone()
             if stored is None:
                 first = conn.execute("SELECT id FROM deliveries WHERE dedup_key = ?", (delivery.dedup_key,)).fetchone()
@@ -135,6 +139,10 @@ class SQLiteStore(SQLStore):
             self.confirm(conn, delivery)
             results.append(Accepted(stored["id"], False, tuple(job_ids)))
         return results
+
+    def append_all(self, conn, items) -> list[int]:
+        return [conn.execute("INSERT INTO inbox (received_at, body, dedup_key) VALUES (?, ?, ?) RETURNING seq",
+                             (received_at, body, key)).fetchone()[0] for body, key, received_at in items]
 
     def migrate(self) -> None:
         """Upgrade step by step under the write lock, reading the version inside it: several processes

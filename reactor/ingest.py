@@ -1,0 +1,124 @@
+"""The ingester: inbox rows -> deliveries, verdicts and jobs, in batches, off the request threads.
+
+The request path only appends each verified delivery to the inbox (one small durable commit) and
+answers. A web process then hands what it appended to its ingester, already parsed; the ingester
+decides each (receive.decide: match, plan, redact) and stores a batch in one transaction that also
+deletes their inbox rows (store.ingest: each row exactly once, however many ingesters race).
+Rows nobody handed on (their process died between its 200 and the ingest, or web processes do not
+ingest: REACTOR_INGEST=off) are read back from the inbox by a sweep, once ORPHAN_AFTER old.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from . import metrics
+from .errors import StoreError
+from .logs import log
+from .receive import REACTOR_NOTE, Admitted, Delivery, decide
+from .delivery import NewDelivery
+
+BATCH = 500           # deliveries stored per transaction at most
+ORPHAN_AFTER = 5.0    # seconds an inbox row waits for the process that appended it before any sweep takes it
+SWEEP_EVERY = 1.0     # seconds between sweeps of the inbox for such rows
+PAUSE_AFTER_ERROR = 1.0
+
+
+class Ingester:
+    """One thread per process. `rules`: the process's ActiveRules (the rules in force at ingest);
+    `on_jobs`: called after a batch planned jobs (wakes this process's dispatcher)."""
+
+    def __init__(self, store, rules, settings, on_jobs=lambda: None, orphan_after: float = ORPHAN_AFTER,
+                 sweep_every: float = SWEEP_EVERY):
+        self.store, self.rules, self.settings, self.on_jobs = store, rules, settings, on_jobs
+        self.orphan_after, self.sweep_every = orphan_after, sweep_every
+        self._handed: deque = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hand(self, seq: int, received_at: float, admitted: Admitted) -> None:
+        """A delivery this process appended: ingest it at once (no reading back)."""
+        self._handed.append((seq, received_at, admitted))
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="reactor-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        swept = float("-inf")
+        while not self._stop.is_set():
+            self._wake.wait(self.sweep_every)
+            self._wake.clear()
+            try:
+                while self._handed:
+                    self.ingest([self._handed.popleft() for _ in range(min(BATCH, len(self._handed)))])
+                if time.monotonic() - swept >= self.sweep_every:
+                    swept = time.monotonic()
+                    self.sweep()
+            except StoreError as exc:  # what was handed stays in the inbox: a sweep takes it later
+                self._handed.clear()
+                log("ingest failed; the deliveries stay in the inbox and are taken again", 40, error=str(exc))
+                self._stop.wait(PAUSE_AFTER_ERROR)
+            except Exception as exc:  # a bug must not end the thread: the inbox keeps the deliveries
+                self._handed.clear()
+                log("ingest failed", 50, error=f"{type(exc).__name__}: {exc}"[:300])
+                self._stop.wait(PAUSE_AFTER_ERROR)
+
+    def sweep(self) -> int:
+        """Ingest inbox rows older than orphan_after, oldest first; how many were stored."""
+        stored = 0
+        while not self._stop.is_set():
+            rows = self.store.inbox_rows(time.time() - self.orphan_after, BATCH)
+            stored += self.ingest([(seq, received_at, (body, key)) for seq, received_at, body, key in rows])
+            if len(rows) < BATCH:
+                return stored
+        return stored
+
+    def ingest(self, items: list[tuple]) -> int:
+        """Decide and store (seq, received_at, Admitted or (body text, dedup key)) items; how many this call stored."""
+        if not items:
+            return 0
+        rules, deadline, account = self.rules.current, self.settings.action_deadline, self.settings.account_id
+        decided = [(seq, _decide(source, received_at, rules, deadline, account)) for seq, received_at, source in items]
+        results = self.store.ingest([(seq, d.record, d.actions, d.deadline) for seq, d in decided])
+        now, stored, jobs = time.time(), 0, False
+        for (seq, d), result in zip(decided, results):
+            if result is None:  # another ingester stored it
+                continue
+            stored += 1
+            jobs = jobs or bool(result.job_ids)
+            record = d.record
+            for warning in d.warnings:  # also a "(reactor)" note in the delivery's verdicts, for `history`
+                log(warning, 30, event=record.event, delivery=seq)
+            log("duplicate" if result.duplicate else "accepted", event=record.event, delivery=seq,
+                first=result.delivery_id if result.duplicate else None, target=record.order_key,
+                matched=[v["rule"] for v in record.verdicts if v["matched"]], actions=len(result.job_ids),
+                stored_ms=round((now - record.received_at) * 1000, 1))
+            metrics.ingested(record.event, "duplicate" if result.duplicate else "stored", now - record.received_at)
+        if jobs:
+            self.on_jobs()
+        return stored
+
+
+def _decide(source, received_at: float, rules, action_deadline: int, account_id: str) -> Delivery:
+    """decide(), or, if deciding fails (a bug: admit checked the body), the delivery recorded with the
+    reason and no action, so that it is neither lost nor taken again and again."""
+    try:
+        return decide(source, received_at, rules=rules, action_deadline=action_deadline, account_id=account_id)
+    except Exception as exc:
+        why = f"reactor could not process this delivery ({type(exc).__name__}); no action was planned"
+        log("ingest could not decide a delivery", 50, error=f"{type(exc).__name__}: {exc}"[:300])
+        key = source.event.dedup_key if isinstance(source, Admitted) else source[1]
+        record = NewDelivery(dedup_key=f"unprocessed:{key}", event="(unprocessed)",
+                             event_ts_ms=int(received_at * 1000), received_at=received_at, body={},
+                             verdicts=[{"rule": REACTOR_NOTE, "matched": False, "why": why}])
+        return Delivery(record, [], deadline=received_at)
