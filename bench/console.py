@@ -3,6 +3,8 @@ with one INSERT ... SELECT each (not through the webhook), then each page render
 test client: the store's queries and the templates, without the network). Prints medians; target < 200 ms.
 
 `python bench/console.py` alone, or `make bench` (its `console` section). BENCH_QUICK=1: 50,000 deliveries.
+`python bench/console.py refresh-cpu SPAN COUNT...`: the CPU of one refresh of the console-load bench's
+operator (see refresh_cpu), as JSON.
 """
 from __future__ import annotations
 
@@ -82,8 +84,8 @@ def fill(store, dialect: str, now: float) -> float:
     return time.perf_counter() - started
 
 
-def measure(url: str, tmp: Path, now: float) -> dict[str, float]:
-    """Median milliseconds per console page, rendered by the app on `url`."""
+def logged_in(url: str, tmp: Path):
+    """reactor's app on `url` (dispatch off) and a test client logged in to its console."""
     from reactor.app import create_app
 
     (tmp / "rules").mkdir(exist_ok=True)
@@ -95,6 +97,12 @@ def measure(url: str, tmp: Path, now: float) -> dict[str, float]:
     client = app.test_client()
     token = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/login").text).group(1)
     assert client.post("/console/login", data={"csrf": token, "password": PASSWORD}).status_code == 303
+    return app, client
+
+
+def measure(url: str, tmp: Path, now: float) -> dict[str, float]:
+    """Median milliseconds per console page, rendered by the app on `url`."""
+    app, client = logged_in(url, tmp)
     meeting = 80000000000 + (COUNT // 2) % MEETINGS
     pages = {"overview": "/console", "deliveries list": "/console/deliveries",
              "search by meeting id": f"/console/deliveries?q={meeting}",
@@ -150,10 +158,70 @@ def bench_console(tmp: Path, row=None) -> None:
                 + (f" (filled in {filled:.0f} s)" if page == "overview" else ""), "" if "topic" in page else "< 200 ms")
 
 
+def fill_recent(store, count: int, now: float, span: float) -> None:
+    """`count` meeting.started deliveries received over the last `span` seconds, each with one pending action:
+    the database of an ingest run (Zoom paced at 30 calls/s leaves nearly every action pending)."""
+    at = f"(? - ({count} - n) * {span / count!r})"
+    with store.transaction() as conn:
+        store.run(conn, f"""INSERT INTO deliveries (id, dedup_key, event, event_ts, order_key, instance, received_at,
+                                      topic, body, verdicts)
+            SELECT n, 'bench-' || CAST(n AS TEXT), 'meeting.started', CAST({at} * 1000 AS BIGINT),
+                   'meetings/' || CAST(80000000000 + n AS TEXT), 'inst-' || CAST(n AS TEXT), {at}, 'Town Hall bench',
+                   ?, ? FROM ({_numbers("sqlite")}) AS s""", (now, now, BODY, VERDICTS, count))
+        store.run(conn, """INSERT INTO jobs (id, delivery_id, seq, rule, kind, action, order_key, account, instance,
+                                      event_ts, status, due_at, deadline, updated_at)
+            SELECT d.id, d.id, 0, 'Stream town halls', 'livestream.start', replace(?, 'MID', substr(d.order_key, 10)),
+                   d.order_key, '', d.instance, d.event_ts, 'pending', d.received_at, d.received_at + 1800,
+                   d.received_at FROM deliveries d""", (ACTION,))
+
+
+def refresh_cpu(tmp: Path, counts: list[int], span: float) -> dict:
+    """CPU milliseconds (this process's, median of RUNS) of one console refresh as the console-load bench's
+    operator makes it, on SQLite holding each of `counts` deliveries received in the last `span` seconds:
+    the overview with its figures counted, the overview with them shared (counted < 2 s before), the
+    deliveries list; and a refresh every second = list + the mean of both overviews (counted every 2 s)."""
+    from reactor.console.reading import Shared
+
+    out = {}
+    for count in counts:
+        url = f"sqlite:///{tmp / f'refresh-{count}.db'}"
+        store = open_store(url)
+        try:
+            store.migrate()
+            fill_recent(store, count, time.time(), span)
+        finally:
+            store.close()
+        app, client = logged_in(url, tmp)
+
+        def cpu(path: str, fresh: bool) -> float:
+            times = []
+            for n in range(RUNS + 2):
+                if fresh:
+                    app.extensions["console_figures"] = Shared()
+                started = time.process_time()
+                answer = client.get(path)
+                spent = (time.process_time() - started) * 1000
+                assert answer.status_code == 200, (path, answer.status_code)
+                if n >= 2:
+                    times.append(spent)
+            return statistics.median(times)
+
+        figures = {"overview counted": cpu("/console", True), "overview shared": cpu("/console", False),
+                   "deliveries list": cpu("/console/deliveries", False)}
+        figures["refresh"] = figures["deliveries list"] + (figures["overview counted"] + figures["overview shared"]) / 2
+        out[count] = figures
+        app.extensions["reactor"].store.close()
+    return out
+
+
 if __name__ == "__main__":
+    import json
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="reactor-console-bench-") as folder:
-        Path(folder, "SQLite").mkdir()
-        Path(folder, "PostgreSQL").mkdir()
-        bench_console(Path(folder))
+        if sys.argv[1:2] == ["refresh-cpu"]:  # refresh-cpu SPAN COUNT...: JSON, for bench/run.py console-load
+            print(json.dumps(refresh_cpu(Path(folder), [int(c) for c in sys.argv[3:]], float(sys.argv[2]))))
+        else:
+            Path(folder, "SQLite").mkdir()
+            Path(folder, "PostgreSQL").mkdir()
+            bench_console(Path(folder))

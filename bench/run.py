@@ -88,6 +88,17 @@ def worker_rss_mb(master_pid: int) -> list[float]:
     return out
 
 
+def cpu_seconds(master_pid: int) -> float:
+    """CPU seconds (user + system) used so far by gunicorn's master and its live workers."""
+    pids = [str(master_pid)] + subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True,
+                                              text=True).stdout.split()
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # -- 1. ingest against the bare Flask ceiling, and 10,000 rules against 1 ------------------------------
 
 INGEST = ("no commit", "1 rule", "10,000 rules", "PostgreSQL")  # the order rotates by one each round
@@ -327,18 +338,21 @@ def console_refresher(url: str, stop: threading.Event, pages: list) -> None:
 
 
 def bench_console_load(tmp: Path) -> None:
-    """Ingest (1 rule, SQLite) with an operator refreshing the console every second against without,
-    alternating in one run; the row gives the medians and their difference."""
-    rounds = 1 if QUICK else 3
-    seconds = 3 if QUICK else 8
-    print(f"console load (wrk as ingest, {2 * rounds} runs of {seconds} s, alternating with and without a console "
-          f"user refreshing two pages every second):", flush=True)
+    """Ingest (1 rule, SQLite) with an operator refreshing the console every second against without, in
+    pairs run next to each other (the order alternating); the row gives the median and range of the
+    per-pair ratios. Then the quieter figure: the CPU of one refresh, measured in one process on a database
+    like the runs' (bench/console.py refresh-cpu), against the CPU per second reactor used for ingest
+    without the console: the share of ingest's CPU a refresh every second costs."""
+    pairs = 1 if QUICK else 5
+    seconds = 3 if QUICK else 5
+    print(f"console load (wrk as ingest, {pairs} pair(s) of {seconds} s runs, with and without a console user "
+          f"refreshing two pages every second, the order alternating):", flush=True)
     bodies = wrk.deliveries(DISTINCT)
     zoom = ZoomStandIn()
     rates: dict[bool, list[float]] = {False: [], True: []}
-    refused, pages = [], []
+    ingest_cpu, stored, refused, pages = [], [], [], []
     try:
-        for k in range(rounds):
+        for k in range(pairs):
             for watched in (False, True) if k % 2 == 0 else (True, False):
                 server = ReactorServer(tmp / f"console-load-{k}-{int(watched)}", TOWN_HALL,
                                        {"WEB_CONCURRENCY": None, "REACTOR_CONSOLE_PASSWORD": CONSOLE_PASSWORD}, zoom)
@@ -349,16 +363,21 @@ def bench_console_load(tmp: Path) -> None:
                     operator = threading.Thread(target=console_refresher, args=(server.url, stop, pages), daemon=True)
                     if watched:
                         operator.start()
+                    used = cpu_seconds(server.proc.pid)
                     result = wrk.run(server.url, script, seconds)
+                    used = cpu_seconds(server.proc.pid) - used
                 finally:
                     stop.set()
                     if watched:
                         operator.join(15)
                     server.stop()
                 rates[watched].append(result.ok_per_second)
+                if not watched:
+                    ingest_cpu.append(used / result.seconds)
+                stored.append(result.ok)
                 refused += [f"{'with' if watched else 'without'} console {s}: {c}" for s, c in result.not_ok.items()]
-                print(f"    {'with' if watched else 'without'} a console user: {result.ok_per_second:,.0f} 2xx/s",
-                      flush=True)
+                print(f"    pair {k + 1} {'with' if watched else 'without'} a console user: {result.ok_per_second:,.0f} "
+                      f"2xx/s, reactor used {used / result.seconds:.2f} CPU-s/s", flush=True)
     finally:
         zoom.close()
     name = "ingest with a console user refreshing every second vs without (1 rule, SQLite)"
@@ -367,9 +386,25 @@ def bench_console_load(tmp: Path) -> None:
         row(name, f"REFUSED: answers other than 2xx ({', '.join(refused) or 'none'}); console pages not 200: "
                   f"{len(bad_pages)} of {len(pages)}")
         return
+    ratios = [w / a - 1 for w, a in zip(rates[True], rates[False])]
     watched, alone = statistics.median(rates[True]), statistics.median(rates[False])
-    row(name, f"{watched:,.0f} vs {alone:,.0f} 2xx/s, median of {rounds} each ({(watched - alone) / alone * 100:+.1f}%); "
+    row(name, f"{statistics.median(ratios) * 100:+.1f}%, median of {pairs} pairs run next to each other "
+              f"({min(ratios) * 100:+.0f}% to {max(ratios) * 100:+.0f}%; {watched:,.0f} vs {alone:,.0f} 2xx/s); "
               f"{len(pages)} console pages served, all 200", "within 5%")
+    deliveries = int(statistics.median(stored))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "console.py"), "refresh-cpu", str(seconds),
+                          str(deliveries), "100000"], capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise SystemExit(f"bench/console.py refresh-cpu failed:\n{out.stderr}")
+    cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    ingest = statistics.median(ingest_cpu)
+    mine, big = cpu[str(deliveries)], cpu["100000"]
+    row("console refresh CPU (overview + deliveries list, one process) against ingest's CPU without it",
+        f"{mine['refresh']:.1f} ms per refresh on {deliveries:,} deliveries in the last {seconds} s (overview "
+        f"{mine['overview counted']:.1f} ms counted, {mine['overview shared']:.1f} ms shared; list "
+        f"{mine['deliveries list']:.1f} ms), {big['refresh']:.1f} ms on 100,000; ingest used {ingest:.2f} CPU-s/s "
+        f"(median of {pairs}): a refresh every second costs {mine['refresh'] / 1000 / ingest * 100:.1f}% of it "
+        f"({big['refresh'] / 1000 / ingest * 100:.1f}% on 100,000)", "within 5%")
 
 
 def bench_cpu(tmp: Path) -> None:

@@ -3,6 +3,7 @@ read-only refuses, retries recorded in the history, and hostile input that never
 reflected script or a secret on a page."""
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import time
@@ -244,3 +245,36 @@ def test_no_page_shows_a_secret_and_every_page_has_a_strict_csp(make_server, zoo
             assert secret not in answer.text, (answer.url, secret)
         assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
         assert answer.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_overviews_figures_are_counted_at_most_every_2_seconds_per_process_and_say_as_of_when():
+    from reactor.console.reading import Shared
+
+    figures, computed = Shared(2.0), []
+    for now in (100.0, 101.9, 102.0, 99.0):  # a clock stepped back is not trusted either
+        figures.get(now, lambda at: computed.append(at) or len(computed))
+    assert computed == [100.0, 102.0, 99.0]
+    assert figures.get(100.5, lambda at: 0) == (3, 99.0), "the value and when it was counted"
+
+
+def test_the_overview_shows_a_new_delivery_within_2_seconds_and_when_its_figures_were_counted(make_server):
+    server = make_server(env=CONSOLE)
+    session = login(server)
+
+    def overview() -> tuple[float, str]:
+        asked = time.time()
+        html = session.get(server.url + "/console", timeout=10).text
+        at = re.search(r'id="figures-at">figures as of ([0-9: -]+)Z', html).group(1)
+        counted = calendar.timegm(time.strptime(at, "%Y-%m-%d %H:%M:%S"))
+        hour = re.search(r"<h2>Last hour</h2>(.*?)</div>", html, re.S).group(1)
+        return asked - counted, hour
+
+    stale, hour = overview()
+    assert -1 < stale < 3 and "none" in hour
+    server.post(event(topic="Town Hall - figures"))
+    deadline = time.time() + 10
+    while "meeting.started" not in hour:
+        assert time.time() < deadline, "the overview never showed the new delivery"
+        stale, hour = overview()
+        assert -1 < stale < 3, "figures at most 2 s old (plus the second the timestamp drops)"
+    assert re.search(r"meeting\.started</a></td><td class=\"n\">1<", hour)

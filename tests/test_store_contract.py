@@ -409,6 +409,22 @@ def test_delivery_timeline_overview_and_rule_matches(store):
     assert store.rule_matches(T0) == {"r": 2} and store.rule_matches(T0 - 8000) == {"r": 3}
 
 
+def test_the_overview_counts_at_most_the_newest_cap_deliveries_of_a_window_and_caps_open_counts(store):
+    store.accept(console_delivery("old", 9, at=T0 - 7200), [action()], T0 + 1800)
+    for n in range(6):
+        store.accept(console_delivery(f"c{n}", n, at=T0 + n, event="meeting.ended" if n == 2 else "meeting.started"),
+                     [action()], T0 + 1800)
+    capped = store.console_overview(T0 + 10, cap=4, open_cap=3)
+    assert capped["hour"] == {"capped": True, "since": T0 + 1, "deliveries": {"meeting.ended": 1, "meeting.started": 3},
+                              "actions": {"pending": 4}}, "the newest 4: received after the 5th newest"
+    assert capped["day"] == capped["hour"] and capped["open"]["pending"] == 4, "more than 3 pending: 3 + 1"
+    whole = store.console_overview(T0 + 10, cap=10, open_cap=10)
+    assert whole["hour"] == {"capped": False, "since": T0 + 10 - 3600, "actions": {"pending": 6},
+                             "deliveries": {"meeting.ended": 1, "meeting.started": 5}}
+    assert whole["day"]["deliveries"] == {"meeting.ended": 1, "meeting.started": 6} and whole["open"] == {
+        "pending": 7, "running": 0, "dead": 0}
+
+
 def test_a_retry_with_a_note_is_in_the_history_and_bulk_retry_takes_only_the_filters_dead_jobs(store):
     jobs = {}
     for n, meeting in enumerate(("70", "71", "70")):

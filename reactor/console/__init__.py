@@ -15,9 +15,11 @@ def init_console(app: Flask, settings) -> None:
     """Register the console when its password is set; otherwise /console answers 404 saying how to turn it on."""
     if settings.console_password:
         from .auth import configure_sessions
+        from .reading import Shared
         from .views import bp
 
         configure_sessions(app, settings.console_password)
+        app.extensions["console_figures"] = Shared()  # the overview's counts, shared by this process's viewers
         app.register_blueprint(bp)
         return
     off = Blueprint("console_off", __name__)

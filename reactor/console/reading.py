@@ -5,6 +5,7 @@ Every parse raises BadInput with a message that says what was wrong and what to 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ _EVENT = re.compile(r"^[a-z][a-z0-9_.]{0,99}$")
 _MEETING = re.compile(r"^[0-9]{1,20}$")
 _RELATIVE = re.compile(r"^([0-9]{1,6})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+FIGURES_SECONDS = 2.0  # the overview's figures are shared by every viewer of a process for this long
 
 
 class BadInput(ValueError):
@@ -38,6 +40,24 @@ class Filter:
     @property
     def empty(self) -> bool:
         return not self.texts
+
+
+class Shared:
+    """One value computed at most once per `seconds` per process, shared by every thread that asks: however
+    many operators refresh, the overview's counts run at most once per `seconds` (the page says as of when).
+    The lock is held while computing, so viewers arriving meanwhile wait for that result, not a second one."""
+
+    def __init__(self, seconds: float = FIGURES_SECONDS):
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._value, self._at = None, None
+
+    def get(self, now: float, compute) -> tuple:
+        """(compute(now), now), or the value computed at `at` when now is within `seconds` after it."""
+        with self._lock:
+            if self._at is None or not self._at <= now < self._at + self.seconds:
+                self._value, self._at = compute(now), now
+            return self._value, self._at
 
 
 def read_filter(args, now: float | None = None) -> Filter:
@@ -144,6 +164,11 @@ def stream_state(timeline: list[dict]) -> tuple[str, float | None]:
     for at, what in sorted(happenings, key=lambda h: h[0]):
         state, since = what, at
     return state, since
+
+
+def counted(n: int, cap: int) -> str:
+    """A count read up to `cap`: "1,234", or "100,000+" when there were more."""
+    return f"{cap:,}+" if n > cap else f"{n:,}"
 
 
 def when(ts: float | None) -> str:

@@ -16,8 +16,8 @@ from ..redact import masked
 from ..retry_policy import operator_retry_refusal
 from ..samples import sample, sample_names
 from . import auth
-from .reading import (PAGE, BadInput, check_id, check_meeting, pending, read_filter, read_id, stream_state, age,
-                      when)
+from .reading import (PAGE, BadInput, check_id, check_meeting, counted, pending, read_filter, read_id,
+                      stream_state, age, when)
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -143,12 +143,12 @@ def logout():
 
 @bp.get("")
 def overview():
-    r, now = reactor(), time.time()
-    over = r.store.console_overview(now)
+    r, figures = reactor(), current_app.extensions["console_figures"]
+    over, now = figures.get(time.time(), r.store.console_overview)
     rules = r.rules
     oldest = over["oldest_pending_due"]
     return page("overview.html", over=over, rules=rules.current, loaded_at=rules.loaded_at,
-                rejected=[p for p in rules.last_error.split("; ") if p], now=now,
+                rejected=[p for p in rules.last_error.split("; ") if p], now=now, counted=counted, every=figures.seconds,
                 oldest_age=(now - oldest) if oldest is not None else None,
                 store=r.settings.database_url.split(":", 1)[0], dry_run=r.settings.dry_run,
                 refresh=over["open"]["pending"] + over["open"]["running"] > 0)

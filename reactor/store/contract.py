@@ -8,7 +8,11 @@ from __future__ import annotations
 from ..delivery import STATUSES, Accepted, Attempt, Job, NewDelivery
 from ..plan import PlannedAction
 
-__all__ = ["STATUSES", "Accepted", "Attempt", "Job", "NewDelivery", "Store"]
+__all__ = ["STATUSES", "Accepted", "Attempt", "Job", "NewDelivery", "Store", "OVERVIEW_CAP", "OPEN_CAP"]
+
+OVERVIEW_CAP = 10_000  # deliveries one console overview window counts at most, newest first: a refresh's cost is
+                       # bounded whatever the ingest rate
+OPEN_CAP = 100_000     # open actions of one status the overview counts at most
 
 
 class Store:
@@ -153,11 +157,15 @@ class Store:
 
     # -- the console's reads: each answers from indexes, whatever the size of the history
 
-    def console_overview(self, now: float) -> dict:
-        """{"hour": {...}, "day": {...}, "oldest_pending_due": due_at or None, "totals": counts()}, where
-        each window holds "deliveries" {event: n} received in the last hour (day) and "actions"
-        {status: n} of the jobs of those deliveries (taken by delivery id: from the first delivery received
-        in the window on); "open" is {"pending": n, "running": n, "dead": n} over the whole history."""
+    def console_overview(self, now: float, cap: int = OVERVIEW_CAP, open_cap: int = OPEN_CAP) -> dict:
+        """{"hour": {...}, "day": {...}, "oldest_pending_due": due_at or None, "open": {...}, "cap": cap,
+        "open_cap": open_cap}. Each window holds "deliveries" {event: n} received in the last hour (day) and
+        "actions" {status: n} of the jobs of those deliveries (taken by delivery id: from the first delivery
+        counted on). A window counts at most its newest `cap` deliveries, so that a refresh costs the same
+        whatever the ingest rate: when it holds more, "capped" is true and "since" is the receipt time after
+        which the counted ones arrived (else "since" is the window's start); the day is then the hour's
+        figures. "open" is {"pending": n, "running": n, "dead": n} over the whole history, each n at most
+        open_cap + 1 (more than open_cap)."""
         raise NotImplementedError
 
     def deliveries_page(self, before_id: int | None = None, limit: int = 50, event: str | None = None,

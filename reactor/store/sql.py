@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ..delivery import STATUSES, Accepted, Attempt, Job, NewDelivery
 from ..events import Target
 from ..plan import PlannedAction
-from .contract import Store
+from .contract import OPEN_CAP, OVERVIEW_CAP, Store
 from .group_commit import GroupCommit
 
 ID_SLACK = 10.0  # seconds: a delivery's id is given at its commit, within ACCEPT_WAIT of its receipt
@@ -311,18 +311,26 @@ class SQLStore(GroupCommit, Store):
 
     # -- the console's reads
 
-    def console_overview(self, now: float) -> dict:
+    def console_overview(self, now: float, cap: int = OVERVIEW_CAP, open_cap: int = OPEN_CAP) -> dict:
         # `x || ''` groups by a value no index holds: else SQLite walks the index on event (status) to save a
         # sort, reading the whole table instead of the window's rows.
         out: dict = {}
         with self.reading() as conn:
             for name, seconds in (("hour", 3600), ("day", 86400)):
                 since = now - seconds
-                first = self.run(conn, "SELECT id FROM deliveries WHERE received_at >= ? ORDER BY received_at LIMIT 1",
-                                 (since,)).fetchone()
+                if name == "day" and out["hour"]["capped"]:
+                    out[name] = out["hour"]  # the day's newest `cap` deliveries are the hour's: counted once
+                    continue
+                # the (cap + 1)-th newest delivery of the window, if it holds that many: count only those after it
+                edge = self.run(conn, "SELECT received_at FROM deliveries WHERE received_at >= ? "
+                                      "ORDER BY received_at DESC LIMIT 1 OFFSET ?", (since, cap)).fetchone()
+                after, since = (">", edge["received_at"]) if edge is not None else (">=", since)
+                first = self.run(conn, f"SELECT id FROM deliveries WHERE received_at {after} ? ORDER BY received_at "
+                                       "LIMIT 1", (since,)).fetchone()
                 out[name] = {
+                    "capped": edge is not None, "since": since,
                     "deliveries": {r["event"]: r["n"] for r in self.run(conn,
-                        "SELECT event || '' AS event, count(*) AS n FROM deliveries WHERE received_at >= ? "
+                        f"SELECT event || '' AS event, count(*) AS n FROM deliveries WHERE received_at {after} ? "
                         "GROUP BY event || '' ORDER BY 1", (since,)).fetchall()},
                     # the jobs of those deliveries, by their ids (a range of jobs_delivery, no join)
                     "actions": {r["status"]: r["n"] for r in self.run(conn,
@@ -330,9 +338,17 @@ class SQLStore(GroupCommit, Store):
                         "GROUP BY status || ''", (first["id"] if first else MAX_ID,)).fetchall()}}
             out["oldest_pending_due"] = self.run(conn, "SELECT min(due_at) AS t FROM jobs WHERE status = 'pending'"
                                                  ).fetchone()["t"]
-            out["open"] = {status: self.run(conn, "SELECT count(*) AS n FROM jobs WHERE status = ?",
-                                            (status,)).fetchone()["n"] for status in ("pending", "running", "dead")}
+            out["open"] = {status: self._count_to(conn, "jobs WHERE status = ?", (status,), open_cap)
+                           for status in ("pending", "running", "dead")}
+        out["cap"], out["open_cap"] = cap, open_cap
         return out
+
+    def _count_to(self, conn, rows: str, args: tuple, cap: int) -> int:
+        """count(*) of `rows` (FROM ... WHERE ...), or cap + 1 when there are more than cap: reads at most
+        2 * cap + 1 rows (index entries when an index covers the WHERE)."""
+        if self.run(conn, f"SELECT 1 FROM {rows} LIMIT 1 OFFSET ?", (*args, cap)).fetchone():
+            return cap + 1
+        return self.run(conn, f"SELECT count(*) AS n FROM {rows}", args).fetchone()["n"]
 
     def _filter(self, conn, event, since, until, q) -> tuple[list[str], list, str | None]:
         """The WHERE clauses (on deliveries d) of a console filter, their arguments, and how q was read.
