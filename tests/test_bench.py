@@ -89,7 +89,7 @@ def test_ingest_rows_say_when_the_backlog_drained_and_what_was_not_measured():
     assert rows[NAMES["Node sample"]] == "not measured: node/npm missing"
     assert rows["reactor ingest, 1 matching rule, PostgreSQL"] == "not measured: no server"
     one = rows["reactor ingest, 1 matching rule, SQLite"]
-    assert "of the careful Flask app," in one and "Node sample" not in one, one
+    assert "of the careful Flask app, no ratio to the Node sample (not measured), " in one, one
 
 
 def test_ingest_row_with_any_non_2xx_answer_is_refused_without_figures():
@@ -101,10 +101,12 @@ def test_ingest_row_with_any_non_2xx_answer_is_refused_without_figures():
     # rows computed against it are refused too; rows that are not are still printed
     assert rows["reactor ingest, 10,000 rules, SQLite (same matching rule)"].startswith("REFUSED: its baseline")
     assert rows["reactor ingest, 1 matching rule, PostgreSQL"].startswith("1,000 2xx/s")
-    # a refused careful app refuses reactor's row, which is computed against it
-    careful = _rows(_runs(_result({200: 11_200}), careful=_result({200: 5_000, 500: 3})))
-    assert careful[NAMES["careful Flask"]].startswith("REFUSED: 3 requests not answered with a 2xx"), careful
-    assert careful["reactor ingest, 1 matching rule, SQLite"] == "REFUSED: its baseline (careful Flask) was refused"
+    # a refused peer (its slowest request timed out) is refused; reactor's row keeps its figures without that ratio
+    careful = _rows(_runs(_result({200: 11_200}), careful=_result({200: 5_000}, timeouts=1)))
+    assert careful[NAMES["careful Flask"]].startswith("REFUSED: 1 requests not answered with a 2xx"), careful
+    one = careful["reactor ingest, 1 matching rule, SQLite"]
+    assert one.startswith("1,400 2xx/s = **0.28x** of the ceiling runs next to it, no ratio to the careful Flask app "
+                          "(its row was refused), 0.40x of the Node sample"), one
     # requests that never got an answer are refused the same way
     timeouts = _rows(_runs(_result({200: 11_200}, timeouts=3)))["reactor ingest, 1 matching rule, SQLite"]
     assert timeouts.startswith("REFUSED") and "timeout: 3" in timeouts, timeouts
