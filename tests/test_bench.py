@@ -7,18 +7,23 @@ answering 401 or from the row-building function fed such a result.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
 
 from bench import wrk
-from bench.run import INGEST, TOWN_HALL, Run, ingest_rows, nearest_rank, reaction_row
-from tests.conftest import ROOT, SECRET, ReactorServer
+from bench.run import (INGEST, NAMES, TOWN_HALL, NodeSample, Run, ingest_rows, nearest_rank, prepare_node_sample,
+                       reaction_row)
+from reactor.signature import url_validation_answer
+from tests.conftest import ROOT, SECRET, ReactorServer, event
 
 
 def test_bench_rules_and_cpu_sections_print_their_rows():
@@ -41,18 +46,21 @@ def _result(statuses: dict, timeouts: int = 0, seconds: float = 8.0) -> wrk.Resu
                       seconds=seconds, p50=10.0, p99=30.0)
 
 
-def _runs(one_rule: wrk.Result) -> list[Run]:
-    """One round as bench_ingest runs it: a ceiling run between each two targets; '1 rule' gets `one_rule`."""
-    good = {"ceiling": _result({204: 40_000}), "no commit": _result({200: 18_000}), "10,000 rules": _result({200: 9_000}),
-            "PostgreSQL": _result({200: 8_000}), "1 rule": one_rule}
+def _runs(one_rule: wrk.Result, careful: wrk.Result | None = None, drained: float | None = None) -> list[Run]:
+    """One round as bench_ingest runs it: a ceiling run between each two targets; '1 rule' gets `one_rule`, the
+    careful app `careful`, and reactor's runs `drained` as the time their backlog took to drain."""
+    good = {"ceiling": _result({204: 40_000}), "Node sample": _result({200: 28_000}),
+            "careful Flask": careful or _result({200: 7_000}), "no commit": _result({200: 18_000}),
+            "10,000 rules": _result({200: 9_000}), "PostgreSQL": _result({200: 8_000}), "1 rule": one_rule}
     runs = [Run("ceiling", good["ceiling"])]
     for name in INGEST:
-        runs += [Run(name, good[name], startup=1.0, rss=50.0), Run("ceiling", good["ceiling"])]
+        backlog = drained if name in ("1 rule", "10,000 rules", "PostgreSQL") else None
+        runs += [Run(name, good[name], startup=1.0, rss=50.0, drained=backlog), Run("ceiling", good["ceiling"])]
     return runs
 
 
-def _rows(runs: list[Run]) -> dict[str, str]:
-    return {name: value for name, value, _ in ingest_rows(runs, [41, 42], postgres="postgresql://x")}
+def _rows(runs: list[Run], unmeasured: dict | None = None) -> dict[str, str]:
+    return {name: value for name, value, _ in ingest_rows(runs, [41, 42], unmeasured or {})}
 
 
 def test_ingest_rows_report_2xx_per_second_when_every_answer_was_2xx():
@@ -61,6 +69,27 @@ def test_ingest_rows_report_2xx_per_second_when_every_answer_was_2xx():
     assert rows["reactor ingest, 10,000 rules, SQLite (same matching rule)"].startswith("1,125 2xx/s = 0.80x of 1 rule")
     assert "41-42 candidate rules" in rows["reactor ingest, 10,000 rules, SQLite (same matching rule)"]
     assert not any(value.startswith("REFUSED") for value in rows.values()), rows
+    # the peers against the ceiling; reactor against the careful app and the Node sample, same rounds
+    assert rows[NAMES["Node sample"]].startswith("3,500 2xx/s = 0.70x of the ceiling"), rows
+    assert rows[NAMES["careful Flask"]].startswith("875 2xx/s = 0.17x of the ceiling"), rows
+    assert "**1.60x** of the careful Flask app, 0.40x of the Node sample" in rows["reactor ingest, 1 matching rule, SQLite"]
+    assert rows["reactor ingest, 1 matching rule, PostgreSQL"].startswith("1,000 2xx/s = 0.20x of the ceiling")
+    assert not any("backlog" in value for value in rows.values()), rows  # a store without an inbox: nothing said
+
+
+def test_ingest_rows_say_when_the_backlog_drained_and_what_was_not_measured():
+    rows = _rows(_runs(_result({200: 11_200}), drained=1.25))
+    for name in ("reactor ingest, 1 matching rule, SQLite", "reactor ingest, 10,000 rules, SQLite (same matching rule)",
+                 "reactor ingest, 1 matching rule, PostgreSQL"):
+        assert rows[name].endswith("; backlog drained 1.2 s after the run (median, max 1.2 s)"), rows[name]
+    assert "not drained within 120 s after 1 of 1 runs" in _rows(_runs(_result({200: 11_200}), drained=float("inf")))[
+        "reactor ingest, 1 matching rule, SQLite"]
+    runs = [r for r in _runs(_result({200: 11_200})) if r.name not in ("Node sample", "PostgreSQL")]
+    rows = _rows(runs, {"Node sample": "not measured: node/npm missing", "PostgreSQL": "not measured: no server"})
+    assert rows[NAMES["Node sample"]] == "not measured: node/npm missing"
+    assert rows["reactor ingest, 1 matching rule, PostgreSQL"] == "not measured: no server"
+    one = rows["reactor ingest, 1 matching rule, SQLite"]
+    assert "of the careful Flask app, no ratio to the Node sample (not measured), " in one, one
 
 
 def test_ingest_row_with_any_non_2xx_answer_is_refused_without_figures():
@@ -72,6 +101,12 @@ def test_ingest_row_with_any_non_2xx_answer_is_refused_without_figures():
     # rows computed against it are refused too; rows that are not are still printed
     assert rows["reactor ingest, 10,000 rules, SQLite (same matching rule)"].startswith("REFUSED: its baseline")
     assert rows["reactor ingest, 1 matching rule, PostgreSQL"].startswith("1,000 2xx/s")
+    # a refused peer (its slowest request timed out) is refused; reactor's row keeps its figures without that ratio
+    careful = _rows(_runs(_result({200: 11_200}), careful=_result({200: 5_000}, timeouts=1)))
+    assert careful[NAMES["careful Flask"]].startswith("REFUSED: 1 requests not answered with a 2xx"), careful
+    one = careful["reactor ingest, 1 matching rule, SQLite"]
+    assert one.startswith("1,400 2xx/s = **0.28x** of the ceiling runs next to it, no ratio to the careful Flask app "
+                          "(its row was refused), 0.40x of the Node sample"), one
     # requests that never got an answer are refused the same way
     timeouts = _rows(_runs(_result({200: 11_200}, timeouts=3)))["reactor ingest, 1 matching rule, SQLite"]
     assert timeouts.startswith("REFUSED") and "timeout: 3" in timeouts, timeouts
@@ -104,3 +139,43 @@ def test_real_wrk_against_reactor_answering_401_makes_a_refused_row(tmp_path):
     assert refused.startswith("REFUSED") and f"401: {wrong.answered}" in refused, refused
     printed = _rows(_runs(right))["reactor ingest, 1 matching rule, SQLite"]
     assert re.match(r"[\d,]+ 2xx/s = \*\*[\d.]+x\*\*", printed), printed
+
+
+def _compact(body: dict) -> bytes:
+    """As Zoom sends a body: compact JSON (the Node sample re-serialises the parsed body to check the signature)."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _check_peer(server: ReactorServer) -> None:
+    """A peer answers like a webhook receiver: 200 to a signed delivery, 401 to a bad signature, and Zoom's URL
+    validation with the HMAC of its plainToken."""
+    assert server.post(None, raw=_compact(event())).status_code == 200
+    assert server.post(None, raw=_compact(event()), secret="not-the-secret").status_code == 401
+    plain = {"payload": {"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}, "event_ts": 1654503849680,
+             "event": "endpoint.url_validation"}
+    assert server.post(None, raw=_compact(plain)).json() == url_validation_answer(SECRET, "qgg8vlvZRS6UYooatFL8Aw")
+
+
+def test_careful_flask_peer_verifies_answers_validation_and_stores_each_delivery_durably(tmp_path):
+    db = tmp_path / "careful.db"
+    server = ReactorServer(tmp_path, env={"CAREFUL_DB": str(db)}, app="bench.peers.careful_flask:create_app()").start()
+    try:
+        _check_peer(server)
+        assert server.post(event(), timestamp=int(time.time()) - 301).status_code == 401  # outside the 5 minutes
+    finally:
+        server.stop()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert [e for e, in conn.execute("SELECT event FROM deliveries")] == ["meeting.started"]  # only the signed one
+
+
+def test_node_sample_peer_verifies_and_answers_validation(tmp_path):
+    why = prepare_node_sample()
+    if why:
+        pytest.skip(why)
+    server = NodeSample(tmp_path).start()
+    try:
+        _check_peer(server)
+    finally:
+        server.stop()
+    assert "meeting.started" in server.logs()  # it logs the body, as Zoom's sample does
