@@ -20,6 +20,10 @@ from .receive import REACTOR_NOTE, Admitted, Delivery, decide
 from .delivery import NewDelivery
 
 BATCH = 500           # deliveries stored per transaction at most
+GATHER = 0.1          # under load (the last batch held more than one), seconds an ingest waits after the previous
+                      # one, so that one transaction takes what arrived meanwhile: fewer, longer holds of SQLite's
+                      # write lock, which the request path's appends need (measured: 0.02 s cost a quarter of
+                      # ingest throughput). A lone delivery is taken at once.
 ORPHAN_AFTER = 5.0    # seconds an inbox row waits for the process that appended it before any sweep takes it
 SWEEP_EVERY = 1.0     # seconds between sweeps of the inbox for such rows
 PAUSE_AFTER_ERROR = 1.0
@@ -54,11 +58,16 @@ class Ingester:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        swept = float("-inf")
+        swept = last = float("-inf")
+        busy = False
         while not self._stop.is_set():
             self._wake.wait(self.sweep_every)
+            if busy:
+                self._stop.wait(max(0.0, last + GATHER - time.monotonic()))
             self._wake.clear()
+            last = time.monotonic()
             try:
+                busy = len(self._handed) > 1
                 while self._handed:
                     self.ingest([self._handed.popleft() for _ in range(min(BATCH, len(self._handed)))])
                 if time.monotonic() - swept >= self.sweep_every:
