@@ -5,15 +5,14 @@ receive -> verify -> parse -> match -> plan; the web edge stores the result and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
-
+from .accounts import AccountSet, foreign_note, verifying_account
 from .delivery import NewDelivery
 from .errors import PayloadError
 from .events import event_from_body, parse_body
 from .plan import PlannedAction, Skipped, plan
 from .redact import redact
 from .rules.match import RuleSet
-from .signature import url_validation_answer, verify_signature
+from .signature import url_validation_answer
 
 
 @dataclass(frozen=True)
@@ -36,14 +35,15 @@ class Delivery:
 REACTOR_NOTE = "(reactor)"  # the `rule` of a verdict that is reactor's note on the delivery, not a rule's
 
 
-def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets: str | Sequence[str],
-            tolerance: int, rules: RuleSet, now: float, action_deadline: int, account_id: str = "") -> Reply | Delivery:
+def receive(raw: bytes, timestamp: str | None, signature: str | None, *, accounts: AccountSet,
+            tolerance: int, rules: RuleSet, now: float, action_deadline: int, name: str | None = None) -> Reply | Delivery:
     """Verify, parse and decide. Raises SignatureError (401) or PayloadError (4xx).
 
-    `secrets`: the Secret Token, or several while it is rotated (any one verifies; URL validation is
-    answered with the one that verified). `account_id`: ZOOM_ACCOUNT_ID; an event from another account
-    is recorded with its verdicts but plans no call, as this app's credentials cannot act on it."""
-    secret = verify_signature(secrets, timestamp, signature, raw, now, tolerance)
+    The delivery is the account's whose Secret Token verifies it (any of its tokens while one is rotated;
+    URL validation is answered with the one that verified); `name` (/webhooks/zoom/<name>): only that
+    account's. An event naming another Zoom account is recorded with its verdicts but plans no call, as
+    this account's credentials cannot act on it."""
+    account, secret = verifying_account(accounts, timestamp, signature, raw, now, tolerance, name)
     body = parse_body(raw)
     if body.get("event") == "endpoint.url_validation":
         payload = body.get("payload")
@@ -56,15 +56,15 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets
     if event.ts_note:  # rules (`during`) and the deadline see the receipt time; the body keeps what was sent
         event = replace(event, ts_ms=int(now * 1000))
         notes.append(event.ts_note)
-    verdicts = rules.evaluate(event)
+    verdicts = rules.evaluate(event, account.name)
     matched = [v.rule for v in verdicts if v.matched]
-    foreign = account_id and event.account_id and event.account_id != account_id
-    actions, skipped = ([], []) if foreign else plan(event, matched)
+    foreign = foreign_note(account, event)  # a note (and a warning) too: the rules need not have matched
+    if foreign:
+        notes.append(foreign)
+    actions, skipped = ([], []) if foreign else plan(event, matched, account.name)
     shown = _verdicts(verdicts, skipped)
     if foreign:
-        why = (f"from Zoom account {event.account_id}, not ZOOM_ACCOUNT_ID's: no call made; it would fail with "
-               f"this app's credentials")
-        shown = [{**v, "why": why} if v["matched"] else v for v in shown]
+        shown = [{**v, "why": foreign} if v["matched"] else v for v in shown]
     shown += [{"rule": REACTOR_NOTE, "matched": False, "why": note} for note in notes]
     event_ms = event.ts_ms if event.ts_ms is not None else int(now * 1000)
     target = event.target
@@ -72,7 +72,7 @@ def receive(raw: bytes, timestamp: str | None, signature: str | None, *, secrets
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=now,
         body=redact(body), verdicts=shown,
         order_key=target.key if target else "", confirms=event.confirms, instance=event.instance,
-        topic=_topic(event.field("topic")))
+        topic=_topic(event.field("topic")), account=account.name)
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
 
 

@@ -1,4 +1,4 @@
-"""Edge: the HTTP endpoints. POST /webhooks/zoom, GET /healthz, GET /readyz, GET /metrics.
+"""Edge: the HTTP endpoints. POST /webhooks/zoom[/<account>], GET /healthz, GET /readyz, GET /metrics.
 
 What a stranger can learn here is the least that lets Zoom and a load balancer work: a webhook is
 accepted or refused with a short reason (details after a valid signature only), health and readiness
@@ -94,24 +94,24 @@ def _skew(timestamp: str | None, now: float) -> int | None:
 
 
 @bp.post("/webhooks/zoom")
-def webhook():
+@bp.post("/webhooks/zoom/<name>")
+def webhook(name: str | None = None):
     reactor = current_app.extensions["reactor"]
     raw = request.get_data(cache=False)  # over MAX_BODY (the app's MAX_CONTENT_LENGTH): 413, answered by the app
     now = time.time()
     timestamp = request.headers.get("x-zm-request-timestamp")
     try:
-        settings = reactor.settings
+        settings, active = reactor.settings, reactor.rules
         outcome = receive(raw, timestamp, request.headers.get("x-zm-signature"),
-                          secrets=settings.webhook_secrets, tolerance=settings.signature_tolerance,
-                          rules=reactor.rules.current, now=now, action_deadline=settings.action_deadline,
-                          account_id=settings.account_id)
+                          accounts=active.accounts, tolerance=settings.signature_tolerance,
+                          rules=active.current, now=now, action_deadline=settings.action_deadline, name=name)
     except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
         reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
         metrics.webhook("-", "rejected_signature", time.time() - now)
         if reactor.alerts is not None:
             reactor.alerts.bad_signature()
         return _error(401, NOT_SIGNED)
-    except PayloadError as exc:  # the signature verified: the sender holds the Secret Token
+    except PayloadError as exc:  # the signature verified (the sender holds the Secret Token), or no such account
         reactor.rejections(exc.status, str(exc), bytes=len(raw))
         metrics.webhook("-", "rejected_payload", time.time() - now)
         return _error(exc.status, str(exc))
@@ -130,9 +130,10 @@ def webhook():
         reactor.wake_dispatcher()
     record = outcome.record
     for warning in outcome.warnings:  # also a "(reactor)" note in the delivery's verdicts, for `history`
-        log(warning, 30, event=record.event, delivery=accepted.delivery_id, duplicate=accepted.duplicate or None)
+        log(warning, 30, event=record.event, account=record.account, delivery=accepted.delivery_id, duplicate=accepted.duplicate or None)
     metrics.webhook(record.event, "duplicate" if accepted.duplicate else "accepted", time.time() - now)
-    log("duplicate" if accepted.duplicate else "accepted", event=record.event, delivery=accepted.delivery_id,
+    log("duplicate" if accepted.duplicate else "accepted", event=record.event, account=record.account,
+        delivery=accepted.delivery_id,
         target=record.order_key, matched=[v["rule"] for v in record.verdicts if v["matched"]],
         actions=len(accepted.job_ids), ms=round((time.time() - now) * 1000, 2))
     return jsonify({"status": "duplicate" if accepted.duplicate else "accepted",

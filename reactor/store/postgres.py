@@ -27,10 +27,11 @@ CHANNEL = "reactor_jobs"
 # new deliveries, their jobs, and what was stored.
 _ACCEPT_ALL = """
 WITH d AS (
-    INSERT INTO deliveries (dedup_key, event, event_ts, order_key, instance, received_at, topic, body, verdicts)
+    INSERT INTO deliveries (dedup_key, event, event_ts, order_key, instance, received_at, topic, account, body,
+                            verdicts)
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(dedup_key text, event text, event_ts bigint, order_key text,
                                                      instance text, received_at double precision, topic text,
-                                                     body text, verdicts text)
+                                                     account text, body text, verdicts text)
     ON CONFLICT (dedup_key) DO NOTHING
     RETURNING id, dedup_key
 ), j AS (

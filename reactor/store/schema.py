@@ -7,7 +7,7 @@ import json
 from ..delivery import NewDelivery
 from ..plan import PlannedAction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TOPIC_CHARS = 300  # the searchable topic kept beside the body (the console's ?q=)
 
 
@@ -15,7 +15,7 @@ def delivery_row(delivery: NewDelivery) -> dict:
     """The deliveries row for a new delivery."""
     return {"dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
             "order_key": delivery.order_key, "instance": delivery.instance, "received_at": delivery.received_at,
-            "topic": delivery.topic[:TOPIC_CHARS],
+            "topic": delivery.topic[:TOPIC_CHARS], "account": delivery.account,
             "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
 
 
@@ -31,7 +31,14 @@ def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: floa
 def migrations(ident: str, real: str, text_json: str = "TEXT") -> list[str]:
     """The DDL, step by step: migrations(...)[v] takes a database from schema version v to v + 1.
     With the dialect's auto-increment key, float and JSON text types."""
-    return [_version_1(ident, real, text_json), _version_2(real), _version_3(), _version_4()]
+    return [_version_1(ident, real, text_json), _version_2(real), _version_3(), _version_4(), _version_5()]
+
+
+def _version_5() -> str:
+    """The name of the account each delivery came through (the one whose Secret Token verified it), for
+    `history --account` and the console. Deliveries stored before this step show none; jobs already
+    carry theirs (jobs.account: the account name, or for jobs queued before, the event's account_id)."""
+    return "ALTER TABLE deliveries ADD COLUMN account TEXT NOT NULL DEFAULT ''"
 
 
 def _version_4() -> str:
