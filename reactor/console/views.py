@@ -169,15 +169,15 @@ def delivery(delivery_id: int):
     if found is None:
         return problem(404, f"no delivery {delivery_id}: it may have been pruned after REACTOR_HISTORY_DAYS")
     return page("delivery.html", d=found, sources=_sources(), body=_pretty(found["body"]),
-                explained=_explain_stored(found["body"]), refresh=pending([found]), masked=masked, pretty=_pretty)
+                explained=_explain_stored(found["body"], found["account"] or None), refresh=pending([found]), masked=masked, pretty=_pretty)
 
 
-def _explain_stored(body) -> list:
+def _explain_stored(body, account: str | None = None) -> list:
     """Every rule in force now, judged against the stored (redacted) body, as `explain` would: the answer to
     "why did my rule not fire" when the rule was not even a candidate at the time."""
     raw = json.dumps(body).encode()
     try:
-        return reactor().rules.current.explain(event_from_body(parse_body(raw), raw))
+        return reactor().rules.current.explain(event_from_body(parse_body(raw), raw), account)
     except PayloadError:
         return []
 
