@@ -497,6 +497,65 @@ def bench_console_load(tmp: Path) -> None:
         f"({big['refresh'] / 1000 / ingest * 100:.1f}% on 100,000)", "within 5%")
 
 
+ACCOUNTS_CONFIGURED = 50
+
+
+def accounts_file(tmp: Path, count: int) -> tuple[Path, dict]:
+    """An accounts file of `count` accounts and the environment its references read. The bench deliveries
+    (payload.account_id "bench", signed with SECRET) are the last account's: the shared URL finds it
+    among all the others."""
+    lines, env = ["accounts:"], {}
+    for n in range(count):
+        last = n == count - 1
+        lines += [f"  - name: acct-{n}", f"    account_id: {'bench' if last else f'Acct{n:04d}'}",
+                  f"    client_id: client-{n}", f"    client_secret: ${{BENCH_CLIENT_{n}}}",
+                  f"    secret_tokens: ${{BENCH_TOKEN_{n}}}"]
+        env[f"BENCH_CLIENT_{n}"] = f"bench-client-secret-{n}"
+        env[f"BENCH_TOKEN_{n}"] = SECRET if last else f"bench-token-{n}-{'x' * 20}"
+    path = tmp / f"accounts-{count}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, env
+
+
+def bench_accounts(tmp: Path) -> None:
+    """Ingest (1 rule, SQLite, calls to the stand-in) with 50 accounts configured against the one account of
+    the ZOOM_* settings, alternating in one run; the row gives the medians and their difference."""
+    rounds = 1 if QUICK else 3
+    seconds = 3 if QUICK else 8
+    print(f"accounts (wrk as ingest, {2 * rounds} runs of {seconds} s, alternating {ACCOUNTS_CONFIGURED} accounts "
+          f"configured and one):", flush=True)
+    bodies = wrk.deliveries(DISTINCT)
+    path, account_env = accounts_file(tmp, ACCOUNTS_CONFIGURED)
+    single = {"WEB_CONCURRENCY": None, "ZOOM_ACCOUNT_ID": "bench"}
+    several = {**single, **account_env, "REACTOR_ACCOUNTS": str(path), "ZOOM_ACCOUNT_ID": None, "ZOOM_CLIENT_ID": None,
+               "ZOOM_CLIENT_SECRET": None, "ZOOM_WEBHOOK_SECRET_TOKEN": None}
+    zoom = ZoomStandIn()
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    refused = []
+    try:
+        for k in range(rounds):
+            for many in (False, True) if k % 2 == 0 else (True, False):
+                server = ReactorServer(tmp / f"accounts-{k}-{int(many)}", TOWN_HALL, several if many else single, zoom)
+                try:
+                    start(server)
+                    result = wrk.run(server.url, wrk.write_script(tmp / "deliveries.lua", SECRET, bodies), seconds)
+                finally:
+                    server.stop()
+                rates[many].append(result.ok_per_second)
+                refused += [f"{'many' if many else 'one'} {s}: {c}" for s, c in result.not_ok.items()]
+                print(f"    {ACCOUNTS_CONFIGURED if many else 1} account(s): {result.ok_per_second:,.0f} 2xx/s",
+                      flush=True)
+    finally:
+        zoom.close()
+    name = f"ingest with {ACCOUNTS_CONFIGURED} accounts configured vs one (1 rule, SQLite, shared URL)"
+    if refused:
+        row(name, f"REFUSED: answers other than 2xx ({', '.join(refused)})")
+        return
+    many, one = statistics.median(rates[True]), statistics.median(rates[False])
+    row(name, f"{many:,.0f} vs {one:,.0f} 2xx/s, median of {rounds} each ({(many - one) / one * 100:+.1f}%)",
+        "within 5%")
+
+
 def bench_cpu(tmp: Path) -> None:
     """CPU per webhook in one thread, each WSGI app called directly: where the ingest gap comes from."""
     print("CPU per webhook (one thread, WSGI called directly, no gunicorn):", flush=True)
@@ -753,11 +812,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="reactor-bench-") as folder:
         tmp = Path(folder)
         only = set(sys.argv[1:]) or {"rules", "cpu", "ingest", "metrics", "reaction", "burst", "proxy", "console",
-                                     "console-load"}
+                                     "console-load", "accounts"}
         for name, fn in (("rules", bench_rules), ("cpu", bench_cpu), ("ingest", bench_ingest),
                          ("metrics", bench_metrics), ("reaction", bench_reaction), ("burst", bench_burst),
                          ("proxy", bench_proxy), ("console", bench_console_section),
-                         ("console-load", bench_console_load)):
+                         ("console-load", bench_console_load), ("accounts", bench_accounts)):
             if name in only:
                 fn(tmp)
     width = max(len(r[0]) for r in ROWS)

@@ -14,7 +14,7 @@ from .console import init_console
 from .errors import SchemaError, StoreError
 from .housekeeping import start_housekeeping
 from .ingest import Ingester
-from .live_rules import ActiveRules, files_stamp
+from .live_rules import ActiveRules, config_stamp
 from .logs import configure_logging, log
 from .notify import AlertSweep
 from .rules.match import RuleSet
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     if settings.dispatch == "inline":
         from .dispatch import Dispatcher
 
-        reactor.dispatcher = Dispatcher.from_settings(settings, store)
+        reactor.dispatcher = Dispatcher(store, settings, lambda: active.accounts)
         reactor.dispatcher.start()
         store.listen(reactor.dispatcher.wake)
     if settings.ingest == "inline":
@@ -103,7 +103,7 @@ def _reload(active: ActiveRules, alerts: AlertSweep | None) -> None:
     if active.last_error and active.last_error != before:
         metrics.reload_failed()
         if alerts is not None:
-            digest = hashlib.sha256(f"{files_stamp(active.settings.rules_path)}{active.last_error}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{config_stamp(active.settings)}{active.last_error}".encode()).hexdigest()
             alerts.note(f"alert:reload:{digest[:16]}",
                         f":warning: reactor: the changed rules in {active.settings.rules_path} were rejected; the "
                         f"previous rules (version {active.current.version}) stay active. Fix, then check with "

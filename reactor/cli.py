@@ -17,12 +17,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from typing import Callable
 
 from .errors import PayloadError, ReactorError, RulesError, SecretError
+from .accounts import DEFAULT
 from .events import event_from_body, parse_body
 from .plan import plan
 from .redact import masked
@@ -266,10 +268,22 @@ def _local_secret(create: bool) -> str:
 # -- rules tooling -----------------------------------------------------------------------------
 
 RULES_ARGUMENT = arg("--rules", metavar="PATH", help="a rules folder or file (default: $REACTOR_RULES, else ./rules)")
+ACCOUNTS_ARGUMENT = arg("--accounts", metavar="PATH",
+                        help="the accounts file (default: $REACTOR_ACCOUNTS, else the one account 'default')")
+
+
+def _account_names(args, settings: Settings, resolve: bool = False) -> tuple[str, ...]:
+    """The account names rules may use, from --accounts or REACTOR_ACCOUNTS (raises RulesError)."""
+    from .live_rules import accounts_of
+
+    path = getattr(args, "accounts", None) or settings.accounts_path
+    if not path:
+        return (DEFAULT,)
+    return accounts_of(replace(settings, accounts_path=path), resolve=resolve).names
 
 
 @command("check", "validate rule files and run their examples (exit 1 on any problem)",
-         RULES_ARGUMENT,
+         RULES_ARGUMENT, ACCOUNTS_ARGUMENT,
          arg("path", nargs="?", default=None, metavar="PATH", help="the same as --rules PATH (a shorthand)"),
          arg("--secrets", action="store_true",
              help="also require every ${NAME} to be set and every enc: value to decrypt here"),
@@ -278,12 +292,21 @@ def cmd_check(args, settings: Settings) -> int:
     if args.path and args.rules and args.path != args.rules:
         args.usage_error(f"two rules paths ({args.path} and --rules {args.rules}): give one")
     path = args.rules or args.path or settings.rules_path
+    problems, names = [], None
     try:
-        rules = load_rules(path, secret_key=settings.secret_key, resolve_secrets=args.secrets, strict=args.strict)
+        names = _account_names(args, settings, resolve=args.secrets)
     except RulesError as exc:
-        for problem in exc.problems:
+        problems = exc.problems
+    try:
+        rules = load_rules(path, secret_key=settings.secret_key, resolve_secrets=args.secrets, strict=args.strict,
+                           accounts=names)
+    except RulesError as exc:
+        problems = problems + exc.problems
+    if problems:
+        for problem in problems:
             print(problem)
-        print(f"{len(exc.problems)} problem(s) in {path}")
+        print(f"{len(problems)} problem(s) in {path}" + (f" and {args.accounts or settings.accounts_path}"
+                                                         if args.accounts or settings.accounts_path else ""))
         return 1
     for warning in rules.warnings:
         print(f"warning: {warning}")
@@ -292,12 +315,14 @@ def cmd_check(args, settings: Settings) -> int:
         print(failure)
     status = "ok" if not failures else "FAILED"
     print(f"{status}: {len(rules.rules)} rule(s) in {len(rules.files)} file(s), {examples} example(s), "
-          f"{len(failures)} failing; version {rules.version}")
+          f"{len(failures)} failing; version {rules.version}; account(s): {', '.join(names)}")
     return 1 if failures else 0
 
 
 @command("explain", "show, for every rule, whether it matches an event and why not, and the calls it would make",
-         *EVENT_ARGUMENTS, RULES_ARGUMENT)
+         *EVENT_ARGUMENTS, RULES_ARGUMENT,
+         arg("--account", metavar="NAME", help="the account the event comes through (default: the rules' "
+                                               "account: filters are not applied)"))
 def cmd_explain(args, settings: Settings) -> int:
     body, _ = event_body(args)
     raw = json.dumps(body).encode("utf-8")
@@ -315,13 +340,13 @@ def cmd_explain(args, settings: Settings) -> int:
     print(f"event {event.name} on {target.kind[:-1] + ' ' + target.id if target else 'no meeting id'} "
           f"at {_utc(body.get('event_ts'))}")
     matched = []
-    for verdict in rules.explain(event):
+    for verdict in rules.explain(event, args.account):
         if verdict.matched:
             matched.append(verdict.rule)
             print(f"  MATCH     {verdict.rule.name}  ({verdict.rule.source})")
         else:
             print(f"  no match  {verdict.rule.name}  ({verdict.rule.source}): {verdict.failure}")
-    actions, skipped = plan(event, matched)
+    actions, skipped = plan(event, matched, args.account or DEFAULT)
     print("calls that would be made:" if actions else "no calls would be made")
     for action in actions:
         print(f"  {action.method} {action.path} {json.dumps(masked(action.body))}   [{action.rule}]")
@@ -385,10 +410,11 @@ def _since(text: str | None) -> float | None:
 
 @command("history", "what reactor received (#N: a delivery) and did (action N: an action, for `retry`)",
          arg("--meeting"), arg("--since", help="e.g. 30m, 1h, 2d"), arg("--status", choices=STATUSES),
+         arg("--account", metavar="NAME", help="only what came through this account (a name of the accounts file)"),
          arg("--limit", type=int, default=50), arg("--json", action="store_true"))
 def cmd_history(args, settings: Settings) -> int:
     rows = _store(settings).history(meeting=args.meeting, since=_since(args.since), status=args.status,
-                                    limit=args.limit)
+                                    limit=args.limit, account=args.account)
     if args.json:
         for d in rows:  # the stored call may carry a literal stream key (see `check`'s warning): never shown
             for j in d["jobs"]:
@@ -396,9 +422,12 @@ def cmd_history(args, settings: Settings) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print("no deliveries recorded" + (" for that filter" if (args.meeting or args.since or args.status) else ""))
+        print("no deliveries recorded" + (" for that filter" if (args.meeting or args.since or args.status
+                                                                  or args.account) else ""))
     for d in reversed(rows):
-        print(f"#{d['id']} {_when(d['received_at'])} {d['event']} {d['order_key'] or '(no meeting)'}{_who(d['body'])}")
+        account = f" [{d['account']}]" if d["account"] not in ("", DEFAULT) else ""  # one account: as before
+        print(f"#{d['id']} {_when(d['received_at'])}{account} {d['event']} {d['order_key'] or '(no meeting)'}"
+              f"{_who(d['body'])}")
         for v in d["verdicts"]:
             print(f"    {'matched ' if v['matched'] else 'no match'} {v['rule']}{': ' + v['why'] if v['why'] else ''}")
         for j in d["jobs"]:
@@ -440,6 +469,7 @@ def _who(body) -> str:
              help="an action id: the N of `action N` in `history` (not a delivery's #N)"),
          arg("--dead", action="store_true", help="every dead action (shows them; add --yes to re-queue)"),
          arg("--yes", action="store_true", help="with --dead: re-queue what is shown"),
+         arg("--account", metavar="NAME", help="with --dead: only the actions of this account"),
          arg("--force", action="store_true",
              help="also actions whose meeting instance has ended or whose deadline has passed"))
 def cmd_retry(args, settings: Settings) -> int:
@@ -448,6 +478,10 @@ def cmd_retry(args, settings: Settings) -> int:
     now = time.time()
     store = _store(settings)
     jobs = store.dead_jobs(None if args.dead else args.id)
+    if args.account:
+        if not args.dead:
+            args.usage_error("--account goes with --dead (one action is named by its id)")
+        jobs = [job for job in jobs if job["action"]["account"] == args.account]
     if not args.dead and not jobs:
         print(f"no such action {args.id} (`history` shows actions as `action N`; #N is a delivery)", file=sys.stderr)
         return 1
@@ -458,7 +492,9 @@ def cmd_retry(args, settings: Settings) -> int:
     for job in jobs:
         action = job["action"]
         refusal = operator_retry_refusal(job["instance_ended"], job["deadline"], now)
-        print(f"action {job['id']} {action['kind']}: {action['method']} {action['path']} {json.dumps(masked(action['body']))}")
+        account = f" [{action['account']}]" if action["account"] != DEFAULT else ""
+        print(f"action {job['id']} {action['kind']}{account}: {action['method']} {action['path']} "
+              f"{json.dumps(masked(action['body']))}")
         if refusal and not args.force:
             print(f"    refused: {refusal}; --force sends it anyway")
         else:

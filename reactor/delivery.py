@@ -29,6 +29,7 @@ class NewDelivery:
     confirms: str = ""         # for live_streaming_started/stopped: "livestream.start" / "livestream.stop"
     instance: str = ""         # the meeting or webinar instance (payload.object.uuid), "" when none
     topic: str = ""            # payload.object.topic when it is text, for the console's search
+    account: str = ""          # the name of the account whose Secret Token verified it
 
 
 @dataclass(frozen=True)

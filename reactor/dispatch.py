@@ -10,8 +10,10 @@ import threading
 import time
 import uuid
 from dataclasses import replace
+from typing import Callable
 
 from . import metrics
+from .accounts import Account, AccountSet
 from .delivery import Job
 from .errors import NotSent, SecretError, StoreError, ZoomError
 from .logs import log
@@ -33,9 +35,10 @@ CHAT_KINDS = ("alert", "notify")  # jobs sent to a chat webhook by reactor.notif
 
 
 class Dispatcher:
-    def __init__(self, store: Store, client: ZoomClient | None, settings: Settings, threads: int | None = None,
+    def __init__(self, store: Store, settings: Settings, accounts: Callable[[], AccountSet], threads: int | None = None,
                  clock=time.time, sleep=time.sleep):
-        self.store, self.client, self.settings = store, client, settings
+        """`accounts()`: the accounts in force now (they reload); each job's calls use its account's client."""
+        self.store, self.settings, self.accounts = store, settings, accounts
         self.threads = threads or settings.dispatch_threads
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"  # unique across containers
         self.clock, self.sleep = clock, sleep
@@ -46,12 +49,21 @@ class Dispatcher:
         self._pruned_at = 0.0
         self._alive_since = 0.0    # when this process's first heartbeat was recorded
         self.chat = ChatSender()
+        self._clients: dict[str, tuple[tuple, ZoomClient]] = {}  # account name -> (its credentials, its client)
+        self._clients_lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> "Dispatcher":
-        client = None if settings.dry_run else ZoomClient(
-            settings.api_url, settings.oauth_url, settings.account_id, settings.client_id, settings.client_secret)
-        return cls(store, client, settings)
+    def client_for(self, account: Account) -> ZoomClient:
+        """The account's Zoom client: its own token cache, made anew when its credentials change."""
+        key = (account.account_id, account.client_id, account.client_secret)
+        with self._clients_lock:
+            held = self._clients.get(account.name)
+            if held is None or held[0] != key:
+                hint = (f"check account {account.name!r}'s account_id, client_id and client_secret in "
+                        f"{self.accounts().path}" if account.source else None)
+                held = (key, ZoomClient(self.settings.api_url, self.settings.oauth_url, account.account_id,
+                                        account.client_id, account.client_secret, credentials_hint=hint))
+                self._clients[account.name] = held
+            return held[1]
 
     # -- lifecycle
     def start(self) -> None:
@@ -144,11 +156,17 @@ class Dispatcher:
         superseded = not late and self.store.superseded(job)
         failed_before = not late and not superseded and self.store.failed_before(job)
         early = before_call(job, now, sent, superseded=superseded, failed_before=failed_before,
-                            dry_run=self.client is None)
+                            dry_run=self.settings.dry_run)
         if early is not None:
             return self._finish(job, early)
+        account = self.accounts().for_job(action.account)
+        if account is None:
+            return self._finish(job, Decision(Attempt(now, "dead", message=(
+                f"the account {action.account!r} of this action is no longer configured (REACTOR_ACCOUNTS): "
+                f"add it back, then retry the action"), sent=sent), "dead"))
+        client = self.client_for(account)
         # values Zoom might echo back in an error message: the client secret, literal keys, resolved secrets
-        revealed = [self.settings.client_secret, *literal_secrets(action.body)]
+        revealed = [account.client_secret, *literal_secrets(action.body)]
 
         def reveal(ref: str) -> str:
             revealed.append(resolve_secret(ref, os.environ, self.settings.secret_key))
@@ -161,16 +179,16 @@ class Dispatcher:
                                               "dead"))
         started = self.clock()
         try:
-            self.client.token()  # before the slot: fetched after it, the token would make this call late
+            client.token()  # before the slot: fetched after it, the token would make this call late
             for _ in range(PACING_TRIES):  # a call that would leave late takes a new slot: late, it crowds the next
-                slot = self.store.reserve_slot(action.account or "-", self.settings.zoom_rate, self.clock())
+                slot = self.store.reserve_slot(account.name, account.rate, self.clock())
                 wait = slot - self.clock()
                 if wait > 0:
                     self.sleep(wait)
                 if self.clock() - slot <= PACING_LATE:
                     break
             started = self.clock()
-            result = self.client.call(action.method, action.path, body, before_send=lambda: self.store.extend(
+            result = client.call(action.method, action.path, body, before_send=lambda: self.store.extend(
                 job, self.owner, self.clock(), LEASE_SECONDS))
         except NotSent:
             log("lease lost before the call; not sent (another dispatcher has the job)", job=job.id,
@@ -192,7 +210,7 @@ class Dispatcher:
         now = self.clock()
         early = before_call(job, now, sent, superseded=False,
                             failed_before=action.kind == "notify" and now <= job.deadline and self.store.failed_before(job),
-                            dry_run=self.client is None)
+                            dry_run=self.settings.dry_run)
         if early is not None:
             metrics.alert(action.kind, early.attempt.outcome)
             return self._finish(job, early)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from .accounts import Account, load_accounts, single_account
 from .errors import ConfigError, RulesError, SecretError, StoreError, SchemaError, TokenError
 from .redact import scrub
 from .rules.examples import run_examples
@@ -82,9 +83,15 @@ def checks(env: Mapping[str, str], url: str | None):
         yield Check("database", None, "the settings above must be fixed first")
         return
     yield check_database(settings)
-    rules, results = check_rules(settings, env)
+    accounts, results = check_accounts(settings, env)
     yield from results
-    yield from check_zoom(settings, env, rules)
+    rules, results = check_rules(settings, env, accounts)
+    yield from results
+    if accounts is None:
+        yield Check("Zoom token", None, "the accounts file above must be fixed first")
+    else:
+        for account in accounts.accounts:
+            yield from check_zoom(settings, account, rules, several=accounts.path != "")
     if url:
         yield from check_url(url, settings)
 
@@ -94,6 +101,8 @@ def checks(env: Mapping[str, str], url: str | None):
 
 def _secrets_text(settings: Settings) -> str:
     """How the Secret Token(s) are set, never their values: several while one is rotated (new first)."""
+    if settings.accounts_path:
+        return "each account's Secret Token(s) come from the accounts file (checked below)"
     first = len(settings.webhook_secret)
     if len(settings.webhook_secrets) == 1:
         return f"ZOOM_WEBHOOK_SECRET_TOKEN is set ({first} characters)"
@@ -178,10 +187,27 @@ def _check_sqlite(path: str) -> Check:
 # -- rules --------------------------------------------------------------------------------------
 
 
-def check_rules(settings: Settings, env: Mapping[str, str]):
+def check_accounts(settings: Settings, env: Mapping[str, str]):
+    """The accounts file (REACTOR_ACCOUNTS), every secret of it resolved here; the implicit account without one."""
+    if not settings.accounts_path:
+        return single_account(settings.account_id, settings.client_id, settings.client_secret,
+                              settings.webhook_secrets, settings.zoom_rate), []
+    try:
+        accounts = load_accounts(settings.accounts_path, env, settings.secret_key, default_rate=settings.zoom_rate)
+    except RulesError as exc:
+        return None, [Check("accounts", False, problem, f"edit the accounts file (`python -m reactor check` lists "
+                                                        f"every problem)") for problem in exc.problems]
+    names = ", ".join(f"{a.name} ({len(a.secret_tokens)} Secret Token{'s' if len(a.secret_tokens) > 1 else ''}, "
+                      f"{a.rate:g} calls/s)" for a in accounts.accounts)
+    return accounts, [Check("accounts", True, f"{len(accounts.accounts)} account(s) in {settings.accounts_path}: "
+                                              f"{names}")]
+
+
+def check_rules(settings: Settings, env: Mapping[str, str], accounts=None):
     path = settings.rules_path
     try:
-        rules = load_rules(path, env=env, secret_key=settings.secret_key, resolve_secrets=False)
+        rules = load_rules(path, env=env, secret_key=settings.secret_key, resolve_secrets=False,
+                           accounts=accounts.names if accounts is not None else None)
     except RulesError as exc:
         return None, [Check("rules", False, problem, f"edit the rule file (`python -m reactor check {path}` "
                                                      f"lists every problem)") for problem in exc.problems]
@@ -219,10 +245,12 @@ def check_secrets(rules, env: Mapping[str, str], key: str) -> list[Check]:
 # -- Zoom ---------------------------------------------------------------------------------------
 
 
-def needed_scopes(rules) -> dict[tuple[str, str], list[str]]:
+def needed_scopes(rules, account: str | None = None) -> dict[tuple[str, str], list[str]]:
     """What the rules can call: (meetings|webinars, status|configure) -> the rules that do."""
     needs: dict[tuple[str, str], list[str]] = {}
     for rule in rules.rules:
+        if account is not None and rule.accounts and account not in rule.accounts:
+            continue
         # the target an event names: webinar.* events act on webinars, the others on meetings (events.target)
         kinds = {"webinars" if name.startswith("webinar.") else "meetings" for name in rule.events}
         for action in rule.actions:
@@ -234,44 +262,49 @@ def needed_scopes(rules) -> dict[tuple[str, str], list[str]]:
     return needs
 
 
-def check_zoom(settings: Settings, env: Mapping[str, str], rules) -> list[Check]:
-    creds = (settings.account_id, settings.client_id, settings.client_secret)
+def check_zoom(settings: Settings, account: Account, rules, several: bool = False) -> list[Check]:
+    """One account's token and its scopes (for the rules that apply to it). `several`: the accounts come from
+    the accounts file, and each check names its account."""
+    token_check, scopes_check = ("Zoom token", "Zoom scopes") if not several else \
+        (f"Zoom token ({account.name})", f"Zoom scopes ({account.name})")
+    creds = (account.account_id, account.client_id, account.client_secret)
+    where = ("ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET" if not several else
+             f"account {account.name}'s account_id, client_id and client_secret")
     if not all(creds):
         if settings.dry_run:
-            return [Check("Zoom token", None, "REACTOR_DRY_RUN=1 and no credentials: no call is made")]
-        return [Check("Zoom token", None, "the Zoom credentials above must be set first")]
+            return [Check(token_check, None, "REACTOR_DRY_RUN=1 and no credentials: no call is made")]
+        return [Check(token_check, None, "the Zoom credentials above must be set first")]
     from .zoom import ZoomClient
 
     client = ZoomClient(settings.api_url, settings.oauth_url, *creds)
     try:
         scopes = client.token_scopes()
     except TokenError as exc:
-        detail = str(exc).split(": check ZOOM_ACCOUNT_ID")[0]
+        detail = str(exc).split(": check ZOOM_ACCOUNT_ID")[0]  # the fix is said below, for this account
         if exc.retryable:
-            return [Check("Zoom token", False, detail, f"check that this machine reaches {settings.oauth_url} "
-                                                       f"(ZOOM_OAUTH_URL) and try again")]
-        return [Check("Zoom token", False, f"Zoom refused the credentials: {detail}",
-                      f"copy ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET again from {_CREDENTIALS_PAGE}, "
-                      f"and check that the app is activated")]
-    results = [Check("Zoom token", True, f"a token was issued with {len(scopes)} scope(s)")]
+            return [Check(token_check, False, detail, f"check that this machine reaches {settings.oauth_url} "
+                                                      f"(ZOOM_OAUTH_URL) and try again")]
+        return [Check(token_check, False, f"Zoom refused the credentials: {detail}",
+                      f"copy {where} again from {_CREDENTIALS_PAGE}, and check that the app is activated")]
+    results = [Check(token_check, True, f"a token was issued with {len(scopes)} scope(s)")]
     if rules is None:
-        return results + [Check("Zoom scopes", None, "the rules above must be fixed first")]
-    needs = needed_scopes(rules)
+        return results + [Check(scopes_check, None, "the rules above must be fixed first")]
+    needs = needed_scopes(rules, account.name if several else None)
     missing = []
     for (kind, call), names in sorted(needs.items()):
         granular, classic = SCOPES[(kind, call)]
         if granular not in scopes and classic not in scopes:
             what = "live stream start/stop" if call == "status" else "live stream configuration"
-            missing.append(Check("Zoom scopes", False,
+            missing.append(Check(scopes_check, False,
                                  f"the token lacks {granular} (or classic {classic}), needed for {what} on {kind} "
                                  f"by rule(s) {', '.join(repr(n) for n in names)}",
                                  f"add {granular} on your Zoom app's Scopes page, then activate the app again"))
     if missing:
         return results + missing
     if not needs:
-        return results + [Check("Zoom scopes", True, "no rule calls Zoom")]
+        return results + [Check(scopes_check, True, "no rule calls Zoom")]
     covered = ", ".join(f"{call} on {kind}" for kind, call in sorted(needs))
-    return results + [Check("Zoom scopes", True, f"the token covers every action the rules can take ({covered})")]
+    return results + [Check(scopes_check, True, f"the token covers every action the rules can take ({covered})")]
 
 
 # -- the deployed reactor -----------------------------------------------------------------------

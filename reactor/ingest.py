@@ -87,7 +87,7 @@ class Ingester:
         stored = 0
         while not self._stop.is_set():
             rows = self.store.inbox_rows(time.time() - self.orphan_after, BATCH)
-            stored += self.ingest([(seq, received_at, (body, key)) for seq, received_at, body, key in rows])
+            stored += self.ingest([(seq, received_at, (body, key, account)) for seq, received_at, body, key, account in rows])
             if len(rows) < BATCH:
                 return stored
         return stored
@@ -96,8 +96,8 @@ class Ingester:
         """Decide and store (seq, received_at, Admitted or (body text, dedup key)) items; how many this call stored."""
         if not items:
             return 0
-        rules, deadline, account = self.rules.current, self.settings.action_deadline, self.settings.account_id
-        decided = [(seq, _decide(source, received_at, rules, deadline, account)) for seq, received_at, source in items]
+        rules, accounts, deadline = self.rules.current, self.rules.accounts, self.settings.action_deadline
+        decided = [(seq, _decide(source, received_at, rules, accounts, deadline)) for seq, received_at, source in items]
         results = self.store.ingest([(seq, d.record, d.actions, d.deadline) for seq, d in decided])
         now, stored, jobs = time.time(), 0, False
         for (seq, d), result in zip(decided, results):
@@ -108,7 +108,7 @@ class Ingester:
             record = d.record
             for warning in d.warnings:  # also a "(reactor)" note in the delivery's verdicts, for `history`
                 log(warning, 30, event=record.event, delivery=seq)
-            log("duplicate" if result.duplicate else "accepted", event=record.event, delivery=seq,
+            log("duplicate" if result.duplicate else "accepted", event=record.event, account=record.account, delivery=seq,
                 first=result.delivery_id if result.duplicate else None, target=record.order_key,
                 matched=[v["rule"] for v in record.verdicts if v["matched"]], actions=len(result.job_ids),
                 stored_ms=round((now - record.received_at) * 1000, 1))
@@ -118,16 +118,16 @@ class Ingester:
         return stored
 
 
-def _decide(source, received_at: float, rules, action_deadline: int, account_id: str) -> Delivery:
+def _decide(source, received_at: float, rules, accounts, action_deadline: int) -> Delivery:
     """decide(), or, if deciding fails (a bug: admit checked the body), the delivery recorded with the
     reason and no action, so that it is neither lost nor taken again and again."""
     try:
-        return decide(source, received_at, rules=rules, action_deadline=action_deadline, account_id=account_id)
+        return decide(source, received_at, rules=rules, accounts=accounts, action_deadline=action_deadline)
     except Exception as exc:
         why = f"reactor could not process this delivery ({type(exc).__name__}); no action was planned"
         log("ingest could not decide a delivery", 50, error=f"{type(exc).__name__}: {exc}"[:300])
-        key = source.event.dedup_key if isinstance(source, Admitted) else source[1]
-        record = NewDelivery(dedup_key=f"unprocessed:{key}", event="(unprocessed)",
+        key, account = (source.event.dedup_key, source.account) if isinstance(source, Admitted) else source[1:]
+        record = NewDelivery(dedup_key=f"unprocessed:{key}", event="(unprocessed)", account=account,
                              event_ts_ms=int(received_at * 1000), received_at=received_at, body={},
                              verdicts=[{"rule": REACTOR_NOTE, "matched": False, "why": why}])
         return Delivery(record, [], deadline=received_at)

@@ -1,5 +1,6 @@
-"""The rule set in force in a process: loaded, stamped, reloaded when the files change, and
-inherited across fork from the gunicorn master.
+"""The rule set and the Zoom accounts in force in a process: loaded, stamped, reloaded when the files
+change, and inherited across fork from the gunicorn master. Rules name accounts, so the two are
+validated together and replaced together.
 
 The master validates the rules once (start-up stops on errors) and again on SIGHUP; workers forked
 afterwards inherit the last valid set, so an invalid edit never takes a worker down. `_validated`
@@ -12,6 +13,7 @@ import threading
 import time
 from dataclasses import replace
 
+from .accounts import AccountSet, load_accounts, single_account
 from .errors import RulesError, SecretError
 from .logs import log
 from .rules.load import load_rules, rule_files
@@ -20,7 +22,7 @@ from .rules.model import Secret
 from .secrets import resolve_secret
 from .settings import Settings
 
-_validated: tuple[RuleSet, tuple] | None = None
+_validated: tuple[RuleSet, AccountSet, tuple] | None = None
 
 
 def files_stamp(path: str) -> tuple:
@@ -31,12 +33,44 @@ def files_stamp(path: str) -> tuple:
         return ()
 
 
-def load_live(settings: Settings) -> RuleSet:
-    """The rules to serve with (raises RulesError). For real, every ${NAME} must be set and every enc:
-    value decrypt. In dry run, which sends nothing, they need not: such a value is shown as unset in the
-    planned calls (and so in the history), and a warning names it."""
-    rules = load_rules(settings.rules_path, secret_key=settings.secret_key, resolve_secrets=not settings.dry_run)
-    return _mark_unset_secrets(rules, settings.secret_key) if settings.dry_run else rules
+def config_stamp(settings: Settings) -> tuple:
+    """What changes when a rule file or the accounts file is edited, added or removed."""
+    return files_stamp(settings.rules_path) + accounts_stamp(settings)
+
+
+def accounts_stamp(settings: Settings) -> tuple:
+    """What changes when the accounts file is edited (nothing without one)."""
+    return files_stamp(settings.accounts_path) if settings.accounts_path else ()
+
+
+def accounts_of(settings: Settings, resolve: bool = True) -> AccountSet:
+    """The accounts file's accounts (raises RulesError), or the one implicit account of the ZOOM_* settings.
+    With `resolve`, every secret reference must resolve here (its value is what the accounts hold)."""
+    if not settings.accounts_path:
+        return single_account(settings.account_id, settings.client_id, settings.client_secret,
+                              settings.webhook_secrets, settings.zoom_rate)
+    return load_accounts(settings.accounts_path, os.environ, settings.secret_key, resolve=resolve,
+                         default_rate=settings.zoom_rate)
+
+
+def load_live(settings: Settings) -> tuple[RuleSet, AccountSet]:
+    """The rules and accounts to serve with (raises RulesError listing the problems of both). For real,
+    every ${NAME} of the rules must be set and every enc: value decrypt. In dry run, which sends nothing,
+    they need not: such a value is shown as unset in the planned calls (and so in the history), and a
+    warning names it. The accounts' secrets must always resolve: they verify the webhooks."""
+    problems, accounts = [], None
+    try:
+        accounts = accounts_of(settings)
+    except RulesError as exc:
+        problems = exc.problems
+    try:
+        rules = load_rules(settings.rules_path, secret_key=settings.secret_key, resolve_secrets=not settings.dry_run,
+                           accounts=accounts.names if accounts else None)
+    except RulesError as exc:
+        problems = problems + exc.problems
+    if problems:
+        raise RulesError(problems)
+    return (_mark_unset_secrets(rules, settings.secret_key) if settings.dry_run else rules), accounts
 
 
 def _mark_unset_secrets(rules: RuleSet, secret_key: str) -> RuleSet:
@@ -66,10 +100,10 @@ def _mark_unset_secrets(rules: RuleSet, secret_key: str) -> RuleSet:
 
 
 def validate(settings: Settings) -> RuleSet:
-    """In the gunicorn master: load the rules (raises RulesError) and keep them for the workers."""
+    """In the gunicorn master: load the rules and accounts (raises RulesError) and keep them for the workers."""
     global _validated
-    stamp = files_stamp(settings.rules_path)
-    _validated = (load_live(settings), stamp)
+    stamp = config_stamp(settings)
+    _validated = (*load_live(settings), stamp)
     return _validated[0]
 
 
@@ -83,39 +117,66 @@ def revalidate(settings: Settings) -> list[str]:
 
 
 class ActiveRules:
-    """The rule set in force; replaced whole on reload, kept when the new files are invalid."""
+    """The rule set and the accounts in force; replaced whole on reload, kept when the new files are invalid.
+    `accounts` is read with `current`: a request that reads both across a reload sees rules that name an
+    account removed meanwhile match nothing for it, never another account's credentials."""
 
-    def __init__(self, settings: Settings, current: RuleSet | None = None, stamp: tuple | None = None):
+    def __init__(self, settings: Settings, current: RuleSet | None = None, stamp: tuple | None = None,
+                 accounts: AccountSet | None = None):
         self.settings = settings
         if current is None and _validated is not None:  # a worker: take what the master validated
-            current, stamp = _validated
-        self._stamp = files_stamp(settings.rules_path) if stamp is None else stamp
-        self.current = current if current is not None else self._load()  # raises RulesError at start-up
+            current, accounts, stamp = _validated
+        self._stamp = config_stamp(settings) if stamp is None else stamp
+        if current is None:
+            current, accounts = self._load()  # raises RulesError at start-up
+        self.current = current
+        self.accounts = accounts if accounts is not None else accounts_of(settings)
         self.loaded_at = time.time()
         self.last_error = ""
         self._lock = threading.Lock()
 
-    def _load(self) -> RuleSet:
-        rules = load_live(self.settings)
+    def _load(self) -> tuple[RuleSet, AccountSet]:
+        rules, accounts = load_live(self.settings)
         for warning in rules.warnings:
             log("rules warning", 30, warning=warning)
-        return rules
+        return rules, accounts
 
     def reload(self) -> bool:
         """Load the files again; on errors log them, keep the active set and return False."""
         with self._lock:
-            self._stamp = files_stamp(self.settings.rules_path)
+            self._stamp = config_stamp(self.settings)
             try:
-                new = self._load()
+                new, accounts = self._load()
             except RulesError as exc:
                 self.last_error = "; ".join(exc.problems)
                 log("rules reload rejected; the previous rules stay active", 40, problems=exc.problems,
                     active_version=self.current.version)
                 return False
-            self.current, self.loaded_at, self.last_error = new, time.time(), ""
-            log("rules reloaded", version=new.version, rules=len(new.rules))
+            self.current, self.accounts, self.loaded_at, self.last_error = new, accounts, time.time(), ""
+            log("rules reloaded", version=new.version, rules=len(new.rules), accounts=len(accounts.accounts))
             return True
 
     def reload_if_changed(self) -> None:
-        if files_stamp(self.settings.rules_path) != self._stamp:
+        if config_stamp(self.settings) != self._stamp:
             self.reload()
+
+
+class LiveAccounts:
+    """A dedicated worker's accounts: it runs planned calls, never rules, so it reads the accounts file
+    alone, and reloads it as ActiveRules does (an invalid new file is logged, the accounts in force kept)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._stamp = accounts_stamp(settings)
+        self.accounts = accounts_of(settings)  # raises RulesError at start-up
+
+    def reload_if_changed(self) -> None:
+        stamp = accounts_stamp(self.settings)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.accounts = accounts_of(self.settings)
+            log("accounts reloaded", accounts=len(self.accounts.accounts))
+        except RulesError as exc:
+            log("accounts reload rejected; the previous accounts stay active", 40, problems=exc.problems)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .accounts import DEFAULT
 from .events import MISSING, Event
 from .redact import SECRET_MARK
 from .rules.model import Rule, Secret, Template
@@ -26,7 +27,8 @@ class PlannedAction:
                          # and alert: the chat webhook URL's secret reference or setting name, never the URL
     body: dict
     order_key: str       # actions with the same key run one at a time, in event order
-    account: str         # pacing bucket
+    account: str         # the account whose credentials and pacing the call uses (its name; "chat" for
+                         # notify and alert)
 
     def to_dict(self) -> dict:
         return {"rule": self.rule, "kind": self.kind, "method": self.method, "path": self.path, "body": self.body,
@@ -44,8 +46,9 @@ class Skipped:
     reason: str
 
 
-def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Skipped]]:
-    """The calls the matched `rules` ask for on `event`, in rule order then action order."""
+def plan(event: Event, rules: list[Rule], account: str = DEFAULT) -> tuple[list[PlannedAction], list[Skipped]]:
+    """The calls the matched `rules` ask for on `event`, in rule order then action order, made with the
+    credentials of `account` (the name of the account the event came through)."""
     target = event.target
     planned, skipped = [], []
     for rule in rules:
@@ -73,7 +76,7 @@ def plan(event: Event, rules: list[Rule]) -> tuple[list[PlannedAction], list[Ski
                     body["settings"] = args
             planned.append(PlannedAction(rule=rule.name, kind=action.kind, method="PATCH", path=path, body=body,
                                          order_key=target.key,
-                                         account=event.account_id))
+                                         account=account))
     return planned, skipped
 
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Sequence
-
+from .accounts import Account, AccountSet, foreign_note, verifying_account
 from .delivery import NewDelivery
 from .errors import PayloadError
 from .events import Event, event_from_body, parse_body
 from .plan import PlannedAction, Skipped, plan
 from .redact import redact
 from .rules.match import RuleSet
-from .signature import url_validation_answer, verify_signature
+from .signature import url_validation_answer
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class Admitted:
 
     event: Event
     text: str
+    account: str  # the name of the account whose Secret Token verified it
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,15 @@ class Delivery:
 REACTOR_NOTE = "(reactor)"  # the `rule` of a verdict that is reactor's note on the delivery, not a rule's
 
 
-def admit(raw: bytes, timestamp: str | None, signature: str | None, *, secrets: str | Sequence[str],
-          tolerance: int, now: float) -> Reply | Admitted:
+def admit(raw: bytes, timestamp: str | None, signature: str | None, *, accounts: AccountSet, tolerance: int,
+          now: float, name: str | None = None) -> Reply | Admitted:
     """What the request path does before the 200: verify, parse, check the fields reactor will key on.
     Raises SignatureError (401) or PayloadError (4xx); a delivery that passes is appended to the inbox.
 
-    `secrets`: the Secret Token, or several while it is rotated (any one verifies; URL validation is
-    answered with the one that verified)."""
-    secret = verify_signature(secrets, timestamp, signature, raw, now, tolerance)
+    The delivery is the account's whose Secret Token verifies it (any of its tokens while one is rotated;
+    URL validation is answered with the one that verified); `name` (/webhooks/zoom/<name>): only that
+    account's."""
+    account, secret = verifying_account(accounts, timestamp, signature, raw, now, tolerance, name)
     body = parse_body(raw)
     if body.get("event") == "endpoint.url_validation":
         payload = body.get("payload")
@@ -64,30 +65,33 @@ def admit(raw: bytes, timestamp: str | None, signature: str | None, *, secrets: 
         return Reply(url_validation_answer(secret, token))
     event = event_from_body(body, raw)
     redacted = redact(body)  # secrets are never stored, not even in the inbox, and no rule sees them
-    return Admitted(replace(event, body=redacted), json.dumps(redacted))  # ASCII: any database takes it
+    return Admitted(replace(event, body=redacted), json.dumps(redacted), account.name)  # ASCII: any database takes it
 
 
-def decide(admitted: Admitted | tuple[str, str], received_at: float, *, rules: RuleSet, action_deadline: int,
-           account_id: str = "") -> Delivery:
+def decide(admitted: Admitted | tuple[str, str, str], received_at: float, *, rules: RuleSet, accounts: AccountSet,
+           action_deadline: int) -> Delivery:
     """What the ingester makes of an admitted delivery: match and plan. `admitted`: the request path's
-    Admitted, or an inbox row's (redacted body text, dedup key), parsed again (it passed `admit` then).
-
-    `account_id`: ZOOM_ACCOUNT_ID; an event from another account is recorded with its verdicts but
-    plans no call, as this app's credentials cannot act on it."""
-    event = admitted.event if isinstance(admitted, Admitted) else _event(*admitted)
+    Admitted, or an inbox row's (redacted body text, dedup key, account name), parsed again (it passed
+    `admit` then). An event naming another Zoom account than the one whose token verified it is recorded
+    with its verdicts but plans no call, as this account's credentials cannot act on it."""
+    if isinstance(admitted, Admitted):
+        event, name = admitted.event, admitted.account
+    else:
+        event, name = _event(*admitted[:2]), admitted[2]
+    account = accounts.by_name.get(name) or Account(name, "")  # removed since: its jobs say so when they run
     notes = []
     if event.ts_note:  # rules (`during`) and the deadline see the receipt time; the body keeps what was sent
         event = replace(event, ts_ms=int(received_at * 1000))
         notes.append(event.ts_note)
-    verdicts = rules.evaluate(event)
+    verdicts = rules.evaluate(event, account.name)
     matched = [v.rule for v in verdicts if v.matched]
-    foreign = account_id and event.account_id and event.account_id != account_id
-    actions, skipped = ([], []) if foreign else plan(event, matched)
+    foreign = foreign_note(account, event)  # a note (and a warning) too: the rules need not have matched
+    if foreign:
+        notes.append(foreign)
+    actions, skipped = ([], []) if foreign else plan(event, matched, account.name)
     shown = _verdicts(verdicts, skipped)
     if foreign:
-        why = (f"from Zoom account {event.account_id}, not ZOOM_ACCOUNT_ID's: no call made; it would fail with "
-               f"this app's credentials")
-        shown = [{**v, "why": why} if v["matched"] else v for v in shown]
+        shown = [{**v, "why": foreign} if v["matched"] else v for v in shown]
     shown += [{"rule": REACTOR_NOTE, "matched": False, "why": note} for note in notes]
     event_ms = event.ts_ms if event.ts_ms is not None else int(received_at * 1000)
     target = event.target
@@ -95,7 +99,7 @@ def decide(admitted: Admitted | tuple[str, str], received_at: float, *, rules: R
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=received_at,
         body=event.body, verdicts=shown,
         order_key=target.key if target else "", confirms=event.confirms, instance=event.instance,
-        topic=_topic(event.field("topic")))
+        topic=_topic(event.field("topic")), account=account.name)
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
 
 

@@ -38,8 +38,9 @@ def encrypt(value: str, key: str) -> str:
     return ENC_PREFIX + _fernet(key).encrypt(value.encode("utf-8")).decode("ascii")
 
 
-def resolve_secret(ref: str, env: Mapping[str, str], key: str) -> str:
-    """The value behind a `${NAME}` template or an `enc:` token; SecretError says what is missing."""
+def resolve_secret(ref: str, env: Mapping[str, str], key: str, own: bool = False) -> str:
+    """The value behind a `${NAME}` template or an `enc:` token; SecretError says what is missing.
+    `own`: the reference is reactor's own credential (an accounts file), which may name any variable."""
     if ref.startswith(ENC_PREFIX):
         from cryptography.fernet import InvalidToken
 
@@ -55,7 +56,8 @@ def resolve_secret(ref: str, env: Mapping[str, str], key: str) -> str:
 
     def substitute(match: re.Match) -> str:
         name = match.group(1)
-        refuse_own_setting(name)
+        if not own:
+            refuse_own_setting(name)
         if name not in env:
             raise SecretError(f"environment variable {name} is not set: set it where reactor runs")
         return env[name]
@@ -68,12 +70,13 @@ def env_names(ref: str) -> list[str]:
     return [] if ref.startswith(ENC_PREFIX) else _ENV_REF.findall(ref)
 
 
-def check_secret(ref: str, env: Mapping[str, str], key: str, resolve: bool = True) -> None:
-    """Raise SecretError unless `ref` resolves now (or, without `resolve`, is well formed)."""
-    for name in _ENV_REF.findall(ref) if not ref.startswith(ENC_PREFIX) else ():
+def check_secret(ref: str, env: Mapping[str, str], key: str, resolve: bool = True, own: bool = False) -> None:
+    """Raise SecretError unless `ref` resolves now (or, without `resolve`, is well formed). `own`: as for
+    resolve_secret."""
+    for name in _ENV_REF.findall(ref) if not ref.startswith(ENC_PREFIX) and not own else ():
         refuse_own_setting(name)
     if resolve:
-        resolve_secret(ref, env, key)
+        resolve_secret(ref, env, key, own)
     elif ref.startswith(ENC_PREFIX):
         if len(ref) <= len(ENC_PREFIX):
             raise SecretError("an enc: value is empty: make one with `python -m reactor encrypt`")

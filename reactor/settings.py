@@ -70,6 +70,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ZOOM_API_URL", "Zoom REST base URL", "https://api.zoom.us/v2", field="api_url", kind="url"),
     Setting("ZOOM_OAUTH_URL", "Zoom token endpoint", "https://zoom.us/oauth/token", field="oauth_url"),
     Setting("REACTOR_RULES", "rules folder or file", "rules", field="rules_path"),
+    Setting("REACTOR_ACCOUNTS", "a YAML file of several Zoom accounts (see the README's \"Several Zoom accounts\"); "
+            "unset: the one account of ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET, ZOOM_WEBHOOK_SECRET_TOKEN",
+            field="accounts_path"),
     Setting("REACTOR_SECRET_KEY", "Fernet key for enc: values in rules (`python -m reactor keygen`)", secret=True,
             field="secret_key"),
     Setting("REACTOR_CONSOLE_PASSWORD", "turns the operator console on at /console and is its password (at least "
@@ -96,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
             "and -Proto believed", "127.0.0.1,::1"),
 )
 SETTING = {s.name: s for s in SETTINGS}
+# With REACTOR_ACCOUNTS, each account's ids are in the file: these would say which account is meant twice.
+# (Its secrets may still come from ZOOM_CLIENT_SECRET or ZOOM_WEBHOOK_SECRET_TOKEN, as ${...} in the file.)
+FILE_ACCOUNT_SETTINGS = ("ZOOM_ACCOUNT_ID", "ZOOM_CLIENT_ID")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Settings:
     api_url: str = "https://api.zoom.us/v2"
     oauth_url: str = "https://zoom.us/oauth/token"
     rules_path: str = "rules"
+    accounts_path: str = ""            # "": one implicit account from the ZOOM_* settings
     database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
     signature_tolerance: int = 7200    # covers Zoom's retries (+5, +25, +85 min) if they keep the first timestamp
     dry_run: bool = False
@@ -145,11 +152,16 @@ class Settings:
         env = os.environ if env is None else env
         problems: list[str] = []
         values: dict = {}
+        accounts_file = env.get("REACTOR_ACCOUNTS", "").strip()
         for setting in SETTINGS:
             if setting.field is None:
                 continue
             raw = env.get(setting.name, "").strip()
-            if raw == "" and setting.required and _needed(setting, webhooks, zoom, values.get("dry_run")):
+            if raw and accounts_file and setting.name in FILE_ACCOUNT_SETTINGS:
+                problems.append(f"{setting.name} is set and so is REACTOR_ACCOUNTS: declare that account in the "
+                                f"accounts file (e.g. name: default) and unset {setting.name}")
+            if raw == "" and setting.required and not accounts_file and _needed(setting, webhooks, zoom,
+                                                                               values.get("dry_run")):
                 problems.append(missing_text(setting))
             try:
                 values[setting.field] = parse(setting, raw)

@@ -1,4 +1,4 @@
-"""Edge: the HTTP endpoints. POST /webhooks/zoom, GET /healthz, GET /readyz, GET /metrics.
+"""Edge: the HTTP endpoints. POST /webhooks/zoom[/<account>], GET /healthz, GET /readyz, GET /metrics.
 
 What a stranger can learn here is the least that lets Zoom and a load balancer work: a webhook is
 accepted or refused with a short reason (details after a valid signature only), health and readiness
@@ -117,22 +117,23 @@ def _skew(timestamp: str | None, now: float) -> int | None:
 
 
 @bp.post("/webhooks/zoom")
-def webhook():
+@bp.post("/webhooks/zoom/<name>")
+def webhook(name: str | None = None):
     reactor = current_app.extensions["reactor"]
     raw = request.get_data(cache=False)  # over MAX_BODY (the app's MAX_CONTENT_LENGTH): 413, answered by the app
     now = time.time()
     timestamp = request.headers.get("x-zm-request-timestamp")
     try:
-        settings = reactor.settings
-        outcome = admit(raw, timestamp, request.headers.get("x-zm-signature"), secrets=settings.webhook_secrets,
-                        tolerance=settings.signature_tolerance, now=now)
+        settings, active = reactor.settings, reactor.rules
+        outcome = admit(raw, timestamp, request.headers.get("x-zm-signature"), accounts=active.accounts,
+                        tolerance=settings.signature_tolerance, now=now, name=name)
     except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
         reactor.rejections(401, str(exc), skew_s=_skew(timestamp, now), bytes=len(raw))
         metrics.webhook("-", "rejected_signature", time.time() - now)
         if reactor.alerts is not None:
             reactor.alerts.bad_signature()
         return _error(401, NOT_SIGNED)
-    except PayloadError as exc:  # the signature verified: the sender holds the Secret Token
+    except PayloadError as exc:  # the signature verified (the sender holds the Secret Token), or no such account
         reactor.rejections(exc.status, str(exc), bytes=len(raw))
         metrics.webhook("-", "rejected_payload", time.time() - now)
         return _error(exc.status, str(exc))
@@ -145,7 +146,7 @@ def webhook():
         metrics.webhook(outcome.event.name, "inbox_full", time.time() - now)
         return _error(503, "reactor is behind with the deliveries it acknowledged; Zoom will retry this one")
     try:
-        seq = reactor.store.append(outcome.text, outcome.event.dedup_key, now)
+        seq = reactor.store.append(outcome.text, outcome.event.dedup_key, outcome.account, now)
     except StoreError as exc:
         log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.event.name)
         metrics.webhook(outcome.event.name, "unavailable", time.time() - now)

@@ -12,7 +12,7 @@ from .dispatch import Dispatcher
 from .errors import ReactorError
 from .housekeeping import start_housekeeping
 from .ingest import Ingester
-from .live_rules import ActiveRules
+from .live_rules import ActiveRules, LiveAccounts
 from .logs import configure_logging, log
 from .settings import Settings
 from .store import open_store
@@ -21,20 +21,23 @@ INGEST_POLL = 0.05  # seconds between looks at the inbox when this worker is its
 
 
 def run_worker() -> int:
-    """Ingest and dispatch until told to stop; exit code 3 when settings, rules or the database are not usable."""
+    """Dispatch (and with REACTOR_INGEST=off ingest) until told to stop; exit code 3 when settings, the
+    rules or accounts files or the database are not usable. Rules and accounts reload as in the web
+    processes."""
     configure_logging()
     try:
         settings = Settings.from_env(webhooks=False)
+        # the ingester needs the rules (and with them the accounts); the dispatcher only the accounts
+        active = ActiveRules(settings) if settings.ingest == "off" else LiveAccounts(settings)
         store = open_store(settings.database_url)
         store.check_schema()
-        rules = ActiveRules(settings) if settings.ingest == "off" else None
     except ReactorError as exc:
         print(f"reactor worker cannot start: {exc}", file=sys.stderr)
         return 3
-    dispatcher = Dispatcher.from_settings(settings, store)
+    dispatcher = Dispatcher(store, settings, lambda: active.accounts)
     # with REACTOR_INGEST=off no web process ingests: this worker takes every row at once
-    ingester = Ingester(store, rules, settings, dispatcher.wake, orphan_after=0.0, sweep_every=INGEST_POLL) \
-        if rules is not None else None
+    ingester = Ingester(store, active, settings, dispatcher.wake, orphan_after=0.0, sweep_every=INGEST_POLL) \
+        if settings.ingest == "off" else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -42,9 +45,7 @@ def run_worker() -> int:
     store.listen(dispatcher.wake)
     if ingester is not None:
         ingester.start()
-        start_housekeeping(rules.reload_if_changed, store.maintain, dispatcher.upkeep)
-    else:
-        start_housekeeping(store.maintain, dispatcher.upkeep)
+    start_housekeeping(store.maintain, dispatcher.upkeep, active.reload_if_changed)
     log("worker started", pid=os.getpid(), threads=dispatcher.threads, ingest=settings.ingest)
     stop.wait()
     if ingester is not None:

@@ -1,5 +1,5 @@
-"""Edge: the Zoom REST client, the only room that knows HTTP. Server-to-Server OAuth, one shared
-token per process, JSON calls. Every failure leaves it as a ZoomError that says whether it is
+"""Edge: the Zoom REST client, the only room that knows HTTP. Server-to-Server OAuth, one client and
+so one shared token per Zoom account per process, JSON calls. Every failure leaves it as a ZoomError that says whether it is
 worth retrying; every answer as an Answer (reactor.retry_policy judges it)."""
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ class _Fetch:
 
 class ZoomClient:
     def __init__(self, api_url: str, oauth_url: str, account_id: str, client_id: str, client_secret: str,
-                 session: requests.Session | None = None, clock=time.time):
+                 session: requests.Session | None = None, clock=time.time, credentials_hint: str | None = None):
+        """One Zoom account's client: its credentials, its token cache. `credentials_hint`: where to fix
+        them, said when the token endpoint refuses them (default: the ZOOM_* settings)."""
         self.api_url, self.oauth_url, self.account_id = api_url.rstrip("/"), oauth_url, account_id
+        self.credentials_hint = credentials_hint or "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET"
         self._auth = (client_id, client_secret)
         self._session = session or requests.Session()
         self._clock = clock
@@ -84,8 +87,7 @@ class ZoomClient:
             raise TokenError(f"the token endpoint answered {response.status_code}", True)
         if response.status_code != 200:
             raise TokenError(f"the token endpoint answered {response.status_code} "
-                             f"({_describe(response)[1]}): check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and "
-                             f"ZOOM_CLIENT_SECRET", False)
+                             f"({_describe(response)[1]}): {self.credentials_hint}", False)
         try:
             data = response.json()
             token, lifetime = data["access_token"], float(data.get("expires_in", 3600))

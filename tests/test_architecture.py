@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "reactor"
 # The pure core: verify, understand, decide, plan, and the values it makes. rules/ and samples are
 # whole packages; secrets is in the core because the rule loader checks `${NAME}`/`enc:` references.
-CORE = {"reactor.signature", "reactor.events", "reactor.plan", "reactor.receive", "reactor.delivery",
+CORE = {"reactor.signature", "reactor.events", "reactor.accounts", "reactor.plan", "reactor.receive", "reactor.delivery",
         "reactor.redact", "reactor.retry_policy", "reactor.errors", "reactor.secrets", "reactor.samples",
         "reactor.rules", "reactor.rules.model", "reactor.rules.match", "reactor.rules.load"}
 CORE_PACKAGES = ("reactor.rules.",)  # every module in these is core too

@@ -214,7 +214,7 @@ def test_a_group_commit_the_database_refuses_is_retried_one_delivery_at_a_time(t
 
     def accept(key):
         try:
-            outcomes[key] = store.append("{}", key, time.time())
+            outcomes[key] = store.append("{}", key, "default", time.time())
         except Exception as exc:
             outcomes[key] = exc
 

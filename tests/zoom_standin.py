@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass
@@ -43,6 +44,12 @@ class ZoomStandIn:
         self.chaos = None  # a function(call) -> Reply | None, consulted for unscripted API calls
         self.token_scope = "meeting:write:admin"  # the `scope` each issued token carries (space-separated)
         self.credentials = None  # (client_id, client_secret): when set, a token request with others gets Zoom's 401
+        # Several accounts: {account_id: (client_id, client_secret)}. A token request gets a token only with
+        # its account_id's credentials, and the token acts for that account only: a call on a meeting of
+        # `owners` ({meeting id: account_id}) with another account's token gets Zoom's 401 (code 124).
+        self.accounts: dict | None = None
+        self.owners: dict = {}
+        self.token_account: dict = {}  # token -> the account_id it was issued for
         self._lock = threading.Lock()
         standin = self
 
@@ -115,12 +122,19 @@ class ZoomStandIn:
                 self.token_calls.append(call)
                 if self._token_script:
                     return self._token_script.pop(0)
-                if self.credentials and call.headers.get("authorization") != _basic(*self.credentials):
+                account = parse_qs(urlsplit(call.path).query).get("account_id", [""])[0]
+                expected = self.credentials if self.accounts is None else self.accounts.get(account, ("?", "?"))
+                if expected and call.headers.get("authorization") != _basic(*expected):
                     return Reply(401, {"reason": "Invalid client_id or client_secret", "error": "invalid_client"})
                 self._issued += 1
+                self.token_account[f"standin-token-{self._issued}"] = account
                 return Reply(200, {"access_token": f"standin-token-{self._issued}", "token_type": "bearer",
                                    "expires_in": self.token_lifetime, "scope": self.token_scope})
             self.calls.append(call)
+            owner = self.owners.get(call.path.split("/")[3] if call.path.count("/") >= 3 else "")
+            token = call.headers.get("authorization", "").removeprefix("Bearer ")
+            if owner is not None and self.token_account.get(token) != owner:
+                return Reply(401, {"code": 124, "message": "Invalid access token."})
             for prefix, replies in self._scripts.items():
                 if call.path.startswith(prefix) and replies:
                     return replies.pop(0)

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ..accounts import NAME as ACCOUNT_NAME
+
 MAX_ID = 2 ** 63 - 1
 MAX_Q = 200
 PAGE = 50
@@ -33,9 +35,10 @@ class Filter:
     until: float | None = None
     q: str | None = None
     texts: tuple = ()  # (name, text) pairs to put back in links and forms
+    account: str | None = None
 
     def store_args(self) -> dict:
-        return {"event": self.event, "since": self.since, "until": self.until, "q": self.q}
+        return {"event": self.event, "since": self.since, "until": self.until, "q": self.q, "account": self.account}
 
     @property
     def empty(self) -> bool:
@@ -61,7 +64,7 @@ class Shared:
 
 
 def read_filter(args, now: float | None = None) -> Filter:
-    """A Filter from query-string (or form) fields event, since, until, q."""
+    """A Filter from query-string (or form) fields event, since, until, q, account."""
     now = time.time() if now is None else now
     texts = []
     event = _text(args, "event", 100)
@@ -78,7 +81,12 @@ def read_filter(args, now: float | None = None) -> Filter:
     q = _text(args, "q", MAX_Q)
     if q:
         texts.append(("q", q))
-    return Filter(event or None, since, until, q or None, tuple(texts))
+    account = _text(args, "account", 40)
+    if account:
+        if not ACCOUNT_NAME.match(account):
+            raise BadInput("account: use an account name (lower-case letters, digits, - and _)")
+        texts.append(("account", account))
+    return Filter(event or None, since, until, q or None, tuple(texts), account or None)
 
 
 def read_id(text, what: str = "before") -> int | None:

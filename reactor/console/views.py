@@ -174,16 +174,17 @@ def delivery(delivery_id: int):
                             f"a moment after the 200 (this page refreshes)")
     if "duplicate" in found:
         return redirect(url_for("console.delivery", delivery_id=found["id"], repeat=delivery_id))
-    return page("delivery.html", d=found, repeat=read_id(request.args.get("repeat"), "repeat"), sources=_sources(), body=_pretty(found["body"]),
-                explained=_explain_stored(found["body"]), refresh=pending([found]), masked=masked, pretty=_pretty)
+    return page("delivery.html", d=found, repeat=read_id(request.args.get("repeat"), "repeat"), sources=_sources(),
+                body=_pretty(found["body"]), explained=_explain_stored(found["body"], found["account"] or None),
+                refresh=pending([found]), masked=masked, pretty=_pretty)
 
 
-def _explain_stored(body) -> list:
+def _explain_stored(body, account: str | None = None) -> list:
     """Every rule in force now, judged against the stored (redacted) body, as `explain` would: the answer to
     "why did my rule not fire" when the rule was not even a candidate at the time."""
     raw = json.dumps(body).encode()
     try:
-        return reactor().rules.current.explain(event_from_body(parse_body(raw), raw))
+        return reactor().rules.current.explain(event_from_body(parse_body(raw), raw), account)
     except PayloadError:
         return []
 

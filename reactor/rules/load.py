@@ -11,7 +11,7 @@ import re
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from ..errors import RulesError
@@ -23,7 +23,7 @@ from .model import (DAYS, FIELD_PATH, TRUE, AllConditions, AllOf, AnyCondition, 
                     Exists, FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, Unless, number_of)
 from .source import LList, LMap, YamlProblem, parse_yaml, suggest
 
-RULE_KEYS = ("name", "on", "on_unknown_event", "enabled", "when", "do", "examples", "description")
+RULE_KEYS = ("name", "on", "on_unknown_event", "account", "enabled", "when", "do", "examples", "description")
 FILE_KEYS = ("rules", "unless")
 OPERATORS = ("equals", "in", "glob", "regex", "contains", "exists", "gt", "gte", "lt", "lte", "not")
 COMBINATORS = ("all", "any", "not", "during")
@@ -49,17 +49,18 @@ def rule_files(path: str | os.PathLike) -> list[Path]:
 
 
 def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "", resolve_secrets: bool = True,
-               strict: bool = False):
+               strict: bool = False, accounts: Sequence[str] | None = None):
     """Load and validate every rule file under `path`; raise RulesError listing every problem.
 
     With resolve_secrets (start-up), every ${NAME} must be set and every enc: value must decrypt;
     without (check, explain on a machine without the secrets), only their form is checked.
-    With strict (`check --strict`), every warning is a problem too."""
+    With strict (`check --strict`), every warning is a problem too. `accounts`: the account names a
+    rule's `account:` may use (None: not checked)."""
     from .match import RuleSet
 
     env = os.environ if env is None else env
     files = rule_files(path)
-    parser = _Parser(env, secret_key, resolve_secrets)
+    parser = _Parser(env, secret_key, resolve_secrets, accounts)
     for file in files:
         try:
             text = file.read_text(encoding="utf-8")
@@ -83,8 +84,10 @@ def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "",
 
 
 class _Parser(ActionParser, ExampleParser):
-    def __init__(self, env: Mapping[str, str], secret_key: str, resolve_secrets: bool = True):
+    def __init__(self, env: Mapping[str, str], secret_key: str, resolve_secrets: bool = True,
+                 accounts: Sequence[str] | None = None):
         self.env, self.secret_key, self.resolve_secrets = env, secret_key, resolve_secrets
+        self.accounts = accounts
         self.rules: list[Rule] = []
         self.problems: list[str] = []
         self.warnings: list[str] = []
@@ -111,6 +114,10 @@ class _Parser(ActionParser, ExampleParser):
             return
         if doc is None:
             return  # an empty file holds no rules
+        if isinstance(doc, LMap) and "accounts" in doc and "rules" not in doc:
+            self.problem(doc.line_of("accounts"), "this is an accounts file, not a rules file: keep it beside the "
+                                                  "rules folder, not in it, and point REACTOR_ACCOUNTS at it")
+            return
         if not isinstance(doc, LMap) or "rules" not in doc:
             self.problem(getattr(doc, "line", 1), "a rules file is a mapping with a 'rules:' list at the top")
             return
@@ -168,6 +175,7 @@ class _Parser(ActionParser, ExampleParser):
                 self.problem(item.line_of(key), f"unknown key {key!r}{suggest(key, RULE_KEYS)}")
         events = self.parse_on(item)
         self.rule_events = events
+        accounts = self.parse_account(item)
         enabled = item.get("enabled", True)
         if not isinstance(enabled, bool):
             self.problem(item.line_of("enabled"), "'enabled' must be true or false")
@@ -178,7 +186,25 @@ class _Parser(ActionParser, ExampleParser):
         if len(self.problems) > before:
             return None
         return Rule(name=name, events=events, condition=condition, actions=actions, enabled=enabled,
-                    source=here, examples=examples)
+                    source=here, examples=examples, accounts=accounts)
+
+    def parse_account(self, item: LMap) -> tuple:
+        """`account:` the names of the accounts whose events the rule applies to; () (all) when absent."""
+        if "account" not in item:
+            return ()
+        value, line = item["account"], item.line_of("account")
+        names = list(value) if isinstance(value, LList) else [value]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            self.problem(line, "'account' must be an account name or a list of them (the names in the accounts "
+                               "file, or default)")
+            return ()
+        known = self.accounts
+        for n in names:
+            if known is not None and n not in known:
+                listed = ", ".join(known) if known else "none"
+                self.problem(line, f"unknown account {n!r}{suggest(n, known)}: the accounts are {listed} "
+                                   f"(REACTOR_ACCOUNTS, else the one account 'default')")
+        return tuple(dict.fromkeys(names))
 
     def parse_on(self, item: LMap) -> tuple:
         if "on" not in item:

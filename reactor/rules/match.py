@@ -32,7 +32,7 @@ class RuleSet:
     _by_event: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        digest = hashlib.sha256(repr([(r.name, r.source, r.events, r.condition, r.actions, r.enabled)
+        digest = hashlib.sha256(repr([(r.name, r.source, r.events, r.condition, r.actions, r.enabled, r.accounts)
                                       for r in self.rules]).encode()).hexdigest()[:12]
         object.__setattr__(self, "version", digest)
         object.__setattr__(self, "_by_event", _build_index(self.rules))
@@ -64,16 +64,18 @@ class RuleSet:
         found.sort(key=lambda pair: pair[0])
         return found
 
-    def evaluate(self, event: Event) -> list[Verdict]:
-        """A verdict for every enabled candidate rule of this event."""
-        return [Verdict(rule, rule.condition.failure(event)) for _, rule in self.candidates(event)]
+    def evaluate(self, event: Event, account: str | None = None) -> list[Verdict]:
+        """A verdict for every enabled candidate rule of this event, which came from `account` (a rule
+        with `account:` applies to the events of those accounts only; None: every rule applies)."""
+        return [Verdict(rule, rule.account_failure(account) or rule.condition.failure(event))
+                for _, rule in self.candidates(event)]
 
-    def matching(self, event: Event) -> list[Rule]:
-        return [v.rule for v in self.evaluate(event) if v.matched]
+    def matching(self, event: Event, account: str | None = None) -> list[Rule]:
+        return [v.rule for v in self.evaluate(event, account) if v.matched]
 
-    def explain(self, event: Event) -> list[Verdict]:
+    def explain(self, event: Event, account: str | None = None) -> list[Verdict]:
         """A verdict for every rule, indexed or not, with the first failing check of each miss."""
-        return [Verdict(rule, rule.failure(event)) for rule in self.rules]
+        return [Verdict(rule, rule.failure(event, account)) for rule in self.rules]
 
 
 def _build_index(rules: tuple) -> dict:

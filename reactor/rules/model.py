@@ -443,12 +443,23 @@ class Rule:
     enabled: bool = True
     source: str = ""      # file:line
     examples: tuple = ()
+    accounts: tuple = ()  # the names of the accounts it applies to; (): every account
 
-    def failure(self, event: Event) -> Failure | None:
+    def account_failure(self, account: str | None) -> Failure | None:
+        """Why the rule does not apply to an event of `account` (None: the account is not known, as in
+        `explain` without --account), or None when it does."""
+        if not self.accounts or account is None or account in self.accounts:
+            return None
+        return Failure(f"the event is account {account}'s, the rule is for {', '.join(self.accounts)}")
+
+    def failure(self, event: Event, account: str | None = None) -> Failure | None:
         if not self.enabled:
             return Failure("the rule is disabled (enabled: false)")
         if event.name not in self.events:
             return Failure(f"the event is {event.name}, the rule is on {', '.join(self.events)}")
+        wrong_account = self.account_failure(account)
+        if wrong_account:
+            return wrong_account
         failures = all_failures(self.condition, event)
         if not failures:
             return None

@@ -39,14 +39,14 @@ class Store:
         """Raise StoreError unless the database answers now (readiness)."""
         raise NotImplementedError
 
-    def append(self, body: str, dedup_key: str, received_at: float) -> int:
-        """Append a verified delivery (its redacted body and dedup key) to the inbox, durably committed before
+    def append(self, body: str, dedup_key: str, account: str, received_at: float) -> int:
+        """Append a verified delivery (its redacted body, dedup key and account name) to the inbox, durably committed before
         returning, and return its seq: the id its delivery will have. Concurrent appends share a commit.
         Raise StoreError when it could not be committed (within 2 s)."""
         raise NotImplementedError
 
-    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str]]:
-        """(seq, received_at, body, dedup_key) of inbox rows received before the given time, oldest first."""
+    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str, str]]:
+        """(seq, received_at, body, dedup_key, account) of inbox rows received before the given time, oldest first."""
         raise NotImplementedError
 
     def inbox_backlog(self) -> int:
@@ -151,8 +151,9 @@ class Store:
         raise NotImplementedError
 
     def history(self, meeting: str | None = None, since: float | None = None,
-                status: str | None = None, limit: int = 200) -> list[dict]:
-        """Deliveries (newest first) with their verdicts, jobs and attempts, as plain dicts."""
+                status: str | None = None, limit: int = 200, account: str | None = None) -> list[dict]:
+        """Deliveries (newest first) with their verdicts, jobs and attempts, as plain dicts; `account`: only
+        those that came through the account of that name."""
         raise NotImplementedError
 
     # -- the console's reads: each answers from indexes, whatever the size of the history
@@ -169,14 +170,17 @@ class Store:
         raise NotImplementedError
 
     def deliveries_page(self, before_id: int | None = None, limit: int = 50, event: str | None = None,
-                        since: float | None = None, until: float | None = None, q: str | None = None) -> dict:
+                        since: float | None = None, until: float | None = None, q: str | None = None,
+                        account: str | None = None) -> dict:
         """One page of deliveries, newest first, with ids below `before_id` (keyset paging, never OFFSET):
         {"rows": [summary], "next": the before_id of the next page or None, "search": how q was read}.
         `q` is a meeting or webinar id (all digits: "meeting"), else a meeting instance uuid when one is
         stored ("uuid"), else a case-insensitive substring of the topic ("topic"): no index holds substrings, so
         one page reads at most the 100,000 newest ids below `before_id`; when it stops there with older
         deliveries unread, "scanned_to" is that id and "next" continues from it. A summary has id, event,
-        received_at, order_key, instance, topic, matched (rule names) and jobs ({status: n})."""
+        received_at, order_key, instance, topic, account, matched (rule names) and jobs ({status: n}).
+        `account`: only the deliveries that came through the account of that name (no index: a rare
+        account's page walks the newest deliveries until it has its rows)."""
         raise NotImplementedError
 
     def delivery(self, delivery_id: int) -> dict | None:
@@ -192,7 +196,7 @@ class Store:
         raise NotImplementedError
 
     def dead_job_ids(self, event: str | None = None, since: float | None = None, until: float | None = None,
-                     q: str | None = None, limit: int = 500) -> list[int]:
+                     q: str | None = None, limit: int = 500, account: str | None = None) -> list[int]:
         """The ids of dead jobs of the deliveries deliveries_page() would list with this filter (any page),
         newest delivery first, at most `limit`."""
         raise NotImplementedError

@@ -27,12 +27,13 @@ CHANNEL = "reactor_jobs"
 # new deliveries, their jobs, and what was stored.
 _ACCEPT_ALL = """
 WITH d AS (
-    INSERT INTO deliveries (id, dedup_key, event, event_ts, order_key, instance, received_at, topic, body, verdicts)
+    INSERT INTO deliveries (id, dedup_key, event, event_ts, order_key, instance, received_at, topic, account, body,
+                            verdicts)
     SELECT coalesce(x.id, nextval(pg_get_serial_sequence('inbox', 'seq'))), x.dedup_key, x.event, x.event_ts,
-           x.order_key, x.instance, x.received_at, x.topic, x.body, x.verdicts
+           x.order_key, x.instance, x.received_at, x.topic, x.account, x.body, x.verdicts
     FROM jsonb_to_recordset(%s::jsonb) AS x(id bigint, dedup_key text, event text, event_ts bigint, order_key text,
                                             instance text, received_at double precision, topic text,
-                                            body text, verdicts text)
+                                            account text, body text, verdicts text)
     ON CONFLICT (dedup_key) DO NOTHING
     RETURNING id, dedup_key
 ), j AS (
@@ -128,11 +129,12 @@ class PostgresStore(SQLStore):
     def append_all(self, conn, items) -> list[int]:
         """One statement for the whole group commit (rows are numbered and returned in the order given)."""
         return [row["seq"] for row in conn.execute(
-            "INSERT INTO inbox (received_at, body, dedup_key) SELECT x.received_at, x.body, x.dedup_key "
-            "FROM unnest(%s::double precision[], %s::text[], %s::text[]) WITH ORDINALITY "
-            "AS x(received_at, body, dedup_key, n) ORDER BY x.n RETURNING seq",
-            ([received_at for _, _, received_at in items], [body for body, _, _ in items],
-             [key for _, key, _ in items]), prepare=True)]
+            "INSERT INTO inbox (received_at, body, dedup_key, account) "
+            "SELECT x.received_at, x.body, x.dedup_key, x.account "
+            "FROM unnest(%s::double precision[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
+            "AS x(received_at, body, dedup_key, account, n) ORDER BY x.n RETURNING seq",
+            ([received_at for *_, received_at in items], [body for body, *_ in items],
+             [key for _, key, _, _ in items], [account for _, _, account, _ in items]), prepare=True)]
 
     def lock_pacing(self, conn, account: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("reactor-pacing:" + account,))

@@ -15,7 +15,7 @@ def delivery_row(delivery: NewDelivery, delivery_id: int | None = None) -> dict:
     """The deliveries row for a new delivery; `delivery_id`: its inbox seq (None: the backend's next one)."""
     return {"id": delivery_id, "dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
             "order_key": delivery.order_key, "instance": delivery.instance, "received_at": delivery.received_at,
-            "topic": delivery.topic[:TOPIC_CHARS],
+            "topic": delivery.topic[:TOPIC_CHARS], "account": delivery.account,
             "body": json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
 
 
@@ -36,15 +36,22 @@ def migrations(ident: str, real: str, text_json: str = "TEXT", postgres: bool = 
 
 
 def _version_5(real: str, postgres: bool) -> str:
-    """The inbox: what the request path appends before its 200 (the redacted body, the dedup key), keyed by a
-    sequence that becomes the delivery's id, with no other index to write; the ingester turns its rows
-    into deliveries and jobs and deletes them in one transaction. A duplicate's seq is kept beside the
-    delivery it repeats, so the `delivery` number of every 200 can be looked up. Numbering continues
-    after the deliveries already stored; on PostgreSQL deliveries take their ids from the same sequence."""
+    """The inbox: what the request path appends before its 200 (the redacted body, the dedup key, the
+    account whose token verified it), keyed by a sequence that becomes the delivery's id, with no other
+    index to write; the ingester turns its rows into deliveries and jobs and deletes them in one
+    transaction. A duplicate's seq is kept beside the delivery it repeats, so the `delivery` number of
+    every 200 can be looked up. Numbering continues after the deliveries already stored; on PostgreSQL
+    deliveries take their ids from the same sequence.
+
+    And the name of the account each delivery came through, for `history --account` and the console.
+    Deliveries stored before this step show none; jobs already carry theirs (jobs.account: the account
+    name, or for jobs queued before, the event's account_id)."""
+    account = "ALTER TABLE deliveries ADD COLUMN account TEXT NOT NULL DEFAULT '';"
     if postgres:
         return f"""
+{account}
 CREATE TABLE IF NOT EXISTS inbox (seq BIGSERIAL PRIMARY KEY, received_at {real} NOT NULL, body TEXT NOT NULL,
-    dedup_key TEXT NOT NULL);
+    dedup_key TEXT NOT NULL, account TEXT NOT NULL);
 SELECT setval(pg_get_serial_sequence('inbox', 'seq'), (SELECT coalesce(max(id), 0) + 1 FROM deliveries), false);
 ALTER TABLE deliveries ALTER COLUMN id SET DEFAULT nextval(pg_get_serial_sequence('inbox', 'seq'));
 CREATE TABLE IF NOT EXISTS duplicates (seq BIGINT PRIMARY KEY,
@@ -52,8 +59,9 @@ CREATE TABLE IF NOT EXISTS duplicates (seq BIGINT PRIMARY KEY,
 CREATE INDEX IF NOT EXISTS duplicates_delivery ON duplicates (delivery_id);
 """
     return f"""
+{account}
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at {real} NOT NULL,
-    body TEXT NOT NULL, dedup_key TEXT NOT NULL);
+    body TEXT NOT NULL, dedup_key TEXT NOT NULL, account TEXT NOT NULL);
 INSERT INTO sqlite_sequence (name, seq) SELECT 'inbox', coalesce(max(id), 0) FROM deliveries;
 CREATE TABLE IF NOT EXISTS duplicates (seq INTEGER PRIMARY KEY,
     delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE, received_at {real} NOT NULL);

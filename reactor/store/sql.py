@@ -91,8 +91,8 @@ class SQLStore(GroupCommit, Store):
         two with one dedup key, the second is the first's duplicate. Each new delivery is confirm()ed."""
         raise NotImplementedError
 
-    def append_all(self, conn, items: list[tuple[str, str, float]]) -> list[int]:
-        """append() for each (body, dedup_key, received_at) of a group commit, in order: their seqs."""
+    def append_all(self, conn, items: list[tuple[str, str, str, float]]) -> list[int]:
+        """append() for each (body, dedup_key, account, received_at) of a group commit, in order: their seqs."""
         raise NotImplementedError
 
     # -- the contract
@@ -103,10 +103,10 @@ class SQLStore(GroupCommit, Store):
                 self.announce(conn)
         return accepted
 
-    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str]]:
+    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str, str]]:
         with self.reading() as conn:
-            return [(r["seq"], r["received_at"], r["body"], r["dedup_key"]) for r in self.run(conn,
-                "SELECT seq, received_at, body, dedup_key FROM inbox WHERE received_at < ? ORDER BY seq LIMIT ?",
+            return [(r["seq"], r["received_at"], r["body"], r["dedup_key"], r["account"]) for r in self.run(conn,
+                "SELECT seq, received_at, body, dedup_key, account FROM inbox WHERE received_at < ? ORDER BY seq LIMIT ?",
                 (received_before, limit)).fetchall()]
 
     def inbox_backlog(self) -> int:
@@ -280,8 +280,11 @@ class SQLStore(GroupCommit, Store):
                 "DELETE FROM deliveries WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM jobs WHERE "
                 "jobs.delivery_id = deliveries.id AND jobs.status IN ('pending', 'running'))", (before,)).rowcount
 
-    def history(self, meeting=None, since=None, status=None, limit=200) -> list[dict]:
+    def history(self, meeting=None, since=None, status=None, limit=200, account=None) -> list[dict]:
         where, args = [], []
+        if account:
+            where.append("d.account = ?")
+            args.append(account)
         if meeting:
             where.append("d.order_key IN (?, ?)")
             args += [Target("meetings", meeting).key, Target("webinars", meeting).key]
@@ -307,7 +310,7 @@ class SQLStore(GroupCommit, Store):
             job["attempt_log"] = attempts
             jobs.append(job)
         return {"id": d["id"], "event": d["event"], "event_ts": d["event_ts"], "order_key": d["order_key"],
-                "instance": d["instance"], "topic": d["topic"], "received_at": d["received_at"],
+                "instance": d["instance"], "topic": d["topic"], "account": d["account"], "received_at": d["received_at"],
                 "dedup_key": d["dedup_key"], "verdicts": json.loads(d["verdicts"]), "body": json.loads(d["body"]),
                 "jobs": jobs}
 
@@ -352,7 +355,7 @@ class SQLStore(GroupCommit, Store):
             return cap + 1
         return self.run(conn, f"SELECT count(*) AS n FROM {rows}", args).fetchone()["n"]
 
-    def _filter(self, conn, event, since, until, q) -> tuple[list[str], list, str | None]:
+    def _filter(self, conn, event, since, until, q, account=None) -> tuple[list[str], list, str | None]:
         """The WHERE clauses (on deliveries d) of a console filter, their arguments, and how q was read.
         A time bound is also turned into an id bound (ids follow receipt within a commit's wait), so that
         walking ids newest first stops at the window's edge instead of reading the whole history."""
@@ -360,6 +363,9 @@ class SQLStore(GroupCommit, Store):
         if event:
             where.append("d.event = ?")
             args.append(event)
+        if account:
+            where.append("d.account = ?")
+            args.append(account)
         if since is not None:
             row = self.run(conn, "SELECT id FROM deliveries WHERE received_at >= ? ORDER BY received_at LIMIT 1",
                            (since - ID_SLACK,)).fetchone()
@@ -388,9 +394,10 @@ class SQLStore(GroupCommit, Store):
                 args.append("%" + q.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
         return where, args, search
 
-    def deliveries_page(self, before_id=None, limit=50, event=None, since=None, until=None, q=None) -> dict:
+    def deliveries_page(self, before_id=None, limit=50, event=None, since=None, until=None, q=None,
+                        account=None) -> dict:
         with self.reading() as conn:
-            where, args, search = self._filter(conn, event, since, until, q)
+            where, args, search = self._filter(conn, event, since, until, q, account)
             if before_id is not None:
                 where.append("d.id < ?")
                 args.append(before_id)
@@ -401,7 +408,8 @@ class SQLStore(GroupCommit, Store):
                 where.append("d.id >= ?")
                 args.append(floor)
             rows = self.run(conn,
-                "SELECT d.id, d.event, d.received_at, d.order_key, d.instance, d.topic, d.verdicts FROM deliveries d"
+                "SELECT d.id, d.event, d.received_at, d.order_key, d.instance, d.topic, d.account, d.verdicts "
+                "FROM deliveries d"
                 + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY d.id DESC LIMIT ?",
                 (*args, limit + 1)).fetchall()
             more, rows = len(rows) > limit, rows[:limit]
@@ -416,7 +424,7 @@ class SQLStore(GroupCommit, Store):
                                         f"({marks}) GROUP BY delivery_id, status", tuple(r["id"] for r in rows)).fetchall():
                     jobs.setdefault(r["delivery_id"], {})[r["status"]] = r["n"]
         out = [{"id": r["id"], "event": r["event"], "received_at": r["received_at"], "order_key": r["order_key"],
-                "instance": r["instance"], "topic": r["topic"], "jobs": jobs.get(r["id"], {}),
+                "instance": r["instance"], "topic": r["topic"], "account": r["account"], "jobs": jobs.get(r["id"], {}),
                 "matched": [v["rule"] for v in json.loads(r["verdicts"]) if v.get("matched")]} for r in rows]
         return {"rows": out, "next": out[-1]["id"] if more else scanned_to, "search": search,
                 "scanned_to": scanned_to}
@@ -446,9 +454,9 @@ class SQLStore(GroupCommit, Store):
                 "SELECT j.rule, count(DISTINCT j.delivery_id) AS n FROM deliveries d JOIN jobs j ON j.delivery_id = d.id "
                 "WHERE d.received_at >= ? GROUP BY j.rule", (since,)).fetchall()}
 
-    def dead_job_ids(self, event=None, since=None, until=None, q=None, limit=500) -> list[int]:
+    def dead_job_ids(self, event=None, since=None, until=None, q=None, limit=500, account=None) -> list[int]:
         with self.reading() as conn:
-            where, args, _ = self._filter(conn, event, since, until, q)
+            where, args, _ = self._filter(conn, event, since, until, q, account)
             return [r["id"] for r in self.run(conn,
                 "SELECT j.id FROM jobs j JOIN deliveries d ON d.id = j.delivery_id WHERE j.status = 'dead'"
                 + "".join(" AND " + w for w in where) + " ORDER BY d.id DESC, j.seq LIMIT ?", (*args, limit)).fetchall()]

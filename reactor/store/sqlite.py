@@ -122,7 +122,7 @@ class SQLiteStore(SQLStore):
         results = []
         for delivery_id, delivery, actions, deadline in items:
             if delivery_id is None:  # numbered from the inbox's sequence, so never a seq an append will take
-                delivery_id = conn.execute("INSERT INTO inbox (received_at, body, dedup_key) VALUES (0, '', '') RETURNING seq"
+                delivery_id = conn.execute("INSERT INTO inbox (received_at, body, dedup_key, account) VALUES (0, '', '', '') RETURNING seq"
                                            ).fetchone()[0]
                 conn.execute("DELETE FROM inbox WHERE seq = ?", (delivery_id,))
             row = delivery_row(delivery, delivery_id)
@@ -141,8 +141,8 @@ class SQLiteStore(SQLStore):
         return results
 
     def append_all(self, conn, items) -> list[int]:
-        return [conn.execute("INSERT INTO inbox (received_at, body, dedup_key) VALUES (?, ?, ?) RETURNING seq",
-                             (received_at, body, key)).fetchone()[0] for body, key, received_at in items]
+        return [conn.execute("INSERT INTO inbox (received_at, body, dedup_key, account) VALUES (?, ?, ?, ?) RETURNING seq",
+                             item[::-1]).fetchone()[0] for item in items]
 
     def migrate(self) -> None:
         """Upgrade step by step under the write lock, reading the version inside it: several processes
