@@ -142,7 +142,8 @@ class SQLiteStore(SQLStore):
 
     def append_all(self, conn, items) -> list[int]:
         return [conn.execute("INSERT INTO inbox (received_at, body, dedup_key, account) VALUES (?, ?, ?, ?) RETURNING seq",
-                             item[::-1]).fetchone()[0] for item in items]
+                             (received_at, body, key, account)).fetchone()[0]
+                for body, key, account, received_at in items]
 
     def migrate(self) -> None:
         """Upgrade step by step under the write lock, reading the version inside it: several processes
