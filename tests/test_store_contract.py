@@ -489,3 +489,38 @@ def test_a_topic_search_reads_a_bounded_window_per_page_and_pages_on(store, monk
     assert second["rows"] == [] and second["scanned_to"] == ids[2]
     third = store.deliveries_page(q="board", before_id=second["next"])
     assert [r["id"] for r in third["rows"]] == [ids[1]] and third["next"] is None and third["scanned_to"] is None
+
+
+# -- the inbox ---------------------------------------------------------------------------------------------
+
+def test_appended_rows_are_ingested_exactly_once_however_many_ingesters_race(store):
+    seqs = [store.append("{}", f"inbox-{n}", "default", T0) for n in range(30)]
+    assert store.inbox_backlog() == 30 and len(set(seqs)) == 30
+    decided = [(seq, delivery(f"inbox-{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
+               for n, seq in enumerate(seqs)]
+    results = run_at_once(4, lambda _: store.ingest(decided))
+    assert not any(isinstance(r, Exception) for r in results), results
+    stored = [r for result in results for r in result if r is not None]
+    assert len(stored) == 30 and sorted(r.delivery_id for r in stored) == sorted(seqs), "each row once, id = seq"
+    assert store.inbox_backlog() == 0
+    assert store.counts()["deliveries"] == 30 and store.counts()["pending"] == 30
+
+
+def test_a_duplicate_in_the_inbox_keeps_its_number_beside_the_first(store):
+    first, again = store.append("{}", "same", "default", T0), store.append("{}", "same", "default", T0 + 1)
+    assert store.delivery(again) == {"id": again, "inbox": True, "received_at": T0 + 1}, "being processed"
+    results = store.ingest([(first, delivery("same"), [action()], T0 + 1800),
+                            (again, delivery("same"), [action()], T0 + 1800)])
+    assert [r.duplicate for r in results] == [False, True] and results[1].delivery_id == first
+    shown = store.delivery(again)
+    assert shown["id"] == first and shown["duplicate"]["seq"] == again and len(shown["jobs"]) == 1
+    assert store.counts()["deliveries"] == 1
+
+
+def test_ids_of_deliveries_stored_without_the_inbox_never_collide_with_appended_ones(store):
+    """reactor's own deliveries (alerts) are accepted directly; they take their ids from the inbox's sequence."""
+    waiting = store.append("{}", "from-zoom", "default", T0)
+    direct = store.accept(delivery("alert:x"), [], T0 + 1800)
+    assert direct.delivery_id != waiting
+    [result] = store.ingest([(waiting, delivery("from-zoom"), [], T0 + 1800)])
+    assert result.delivery_id == waiting and store.counts()["deliveries"] == 2
