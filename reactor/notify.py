@@ -157,6 +157,16 @@ class AlertSweep:
         with self._lock:
             self._outage = [self._outage[0], now, self._outage[2] + 1] if self._outage else [now, now, 1]
 
+    def inbox_full(self) -> None:
+        """A delivery was answered 503 because more than REACTOR_INBOX_LIMIT wait to be ingested."""
+        now = self.now()
+        self.note(f"alert:inbox:{int(now // 300)}",
+                  f":rotating_light: reactor: more than {self.settings.inbox_limit:,} acknowledged deliveries wait to "
+                  f"be ingested, so new webhooks are answered 503 (Zoom retries them after 5, 25 and 85 minutes). "
+                  f"With REACTOR_INGEST=off, is `python -m reactor worker` running? Else the database may be "
+                  f"holding the ingest up: `python -m reactor doctor` checks it. /metrics shows "
+                  f"reactor_inbox_backlog.")
+
     def bad_signature(self) -> None:
         now = self.now()
         with self._lock:

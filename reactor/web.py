@@ -144,6 +144,8 @@ def webhook(name: str | None = None):
         log("the inbox is full; answered 503 so Zoom retries", 40, event=outcome.event.name,
             limit=settings.inbox_limit)
         metrics.webhook(outcome.event.name, "inbox_full", time.time() - now)
+        if reactor.alerts is not None:
+            reactor.alerts.inbox_full()
         return _error(503, "reactor is behind with the deliveries it acknowledged; Zoom will retry this one")
     try:
         seq = reactor.store.append(outcome.text, outcome.event.dedup_key, outcome.account, now)

@@ -14,6 +14,7 @@ import requests
 
 from tests.backends import fresh_postgres_schema, migrate
 from tests.conftest import Worker, event, signed_headers, wait_until
+from tests.zoom_standin import ZoomStandIn
 
 ACK_ONLY = {"REACTOR_INGEST": "off", "REACTOR_DISPATCH": "off", "REACTOR_ZOOM_RATE": "1000"}
 
@@ -90,20 +91,25 @@ def test_a_duplicate_waiting_in_the_inbox_is_stored_once_and_its_number_names_th
         worker.stop()
 
 
-def test_a_full_inbox_answers_503_and_stores_nothing_until_it_drains(make_server, zoom):
-    server = make_server(env={**ACK_ONLY, "REACTOR_INBOX_LIMIT": "100", "WEB_CONCURRENCY": "1"}, zoom=zoom)
+def test_a_full_inbox_answers_503_alerts_and_stores_nothing_until_it_drains(make_server, zoom):
+    chat = ZoomStandIn()  # a chat webhook (REACTOR_ALERT_URL), played by a second stand-in
+    server = make_server(env={**ACK_ONLY, "REACTOR_INBOX_LIMIT": "100", "WEB_CONCURRENCY": "1",
+                              "REACTOR_ALERT_URL": chat.url + "/hooks/inbox"}, zoom=zoom)
     assert {a.status_code for a in post_many(server, town_halls(101, first=64_000_000_000))} == {200}
     time.sleep(1.1)  # the backlog is counted at most once a second
     refused = server.post(town_halls(1, first=64_100_000_000)[0])
     assert refused.status_code == 503 and "Zoom will retry" in refused.json()["error"], refused.text
     assert backlog(server) == 101
-    worker = Worker(server)
+    worker = Worker(server)  # it ingests, and sends the alert the web process queued
     try:
         wait_until(lambda: backlog(server) == 0, timeout=30)
         time.sleep(1.1)
         assert server.post(town_halls(1, first=64_100_000_000)[0]).status_code == 200
+        [alert] = chat.wait_for(1, "/hooks/inbox", timeout=30)
+        assert "more than 100 acknowledged deliveries wait to be ingested" in alert.body["text"], alert.body
     finally:
         worker.stop()
+        chat.close()
 
 
 def test_postgresql_an_ingest_held_up_by_a_lock_under_load_loses_nothing(make_server, zoom):
