@@ -54,6 +54,8 @@ def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_after_
     samples = scrape(server)
     assert value(samples, "reactor_actions_total", action="livestream.start", outcome="done") == n
     assert value(samples, "reactor_outbox_jobs", status="done") == n
+    assert value(samples, "reactor_ingested_total", event="meeting.started", outcome="stored") == n
+    assert value(samples, "reactor_ingest_delay_seconds_count") == n and value(samples, "reactor_inbox_backlog") == 0
     assert value(samples, "reactor_outbox_jobs", status="pending") == 0
     info = [(dict(labels), v) for (name, labels), v in samples.items() if name == "reactor_rules_info"]
     assert len(info) == 1 and info[0][1] == 1 and info[0][0]["version"]
