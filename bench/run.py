@@ -102,8 +102,9 @@ def cpu_seconds(master_pid: int) -> float:
 
 # -- 1. ingest against the bare Flask ceiling and the peers, and 10,000 rules against 1 --------------------
 
-INGEST = ("Node sample", "careful Flask", "no commit", "1 rule", "10,000 rules", "PostgreSQL")  # rotated each round
-STORES = ("careful Flask", "1 rule", "10,000 rules", "PostgreSQL")  # targets that store every delivery
+INGEST = ("Node sample", "careful Flask", "no commit", "acknowledge only", "1 rule", "10,000 rules",
+          "PostgreSQL")  # rotated each round
+STORES = ("careful Flask", "acknowledge only", "1 rule", "10,000 rules", "PostgreSQL")  # store every delivery
 REACTOR_STORES = ("1 rule", "10,000 rules", "PostgreSQL")  # reactor with its own store: its backlog is waited for
 DISTINCT = 30_000  # deliveries per run, each signed just before its run
 DRAIN_LIMIT = 120.0  # seconds after wrk's end to wait for the store's backlog to drain
@@ -153,6 +154,7 @@ class Run:
     startup: float = 0.0
     rss: float = 0.0
     drained: float | None = None  # s from wrk's end to an empty inbox backlog (inf: not within DRAIN_LIMIT); None: none kept
+    cpu_us: float = 0.0  # CPU (user + system) of the server's processes during the run, per 2xx answer
 
 
 class NodeSample(ReactorServer):
@@ -292,6 +294,12 @@ def ingest_rows(runs: list[Run], candidates: list[int], unmeasured: dict[str, st
         rows.append((NAMES[peer], figures(peer, ("ceiling",), lambda peer=peer: against_ceiling(peer)), ""))
     rows.append(("reactor's web path without its commit (baseline)", figures("no commit", ("ceiling",), lambda: (
         against_ceiling("no commit"))), ""))
+    rows.append(("reactor acknowledging only (REACTOR_INGEST=off: verify, check, redact, append; the ingest runs "
+                 "elsewhere), SQLite", figures("acknowledge only", ("ceiling",), lambda: (
+                     f"{against_ceiling('acknowledge only')}, only 2xx; "
+                     f"{_spread(same_round('acknowledge only', 'careful Flask'))} of the careful Flask app"
+                     if not why["careful Flask"] and "careful Flask" not in unmeasured
+                     else f"{against_ceiling('acknowledge only')}, only 2xx")), ""))
     rows.append(("reactor ingest, 1 matching rule, SQLite", figures("1 rule", ("ceiling", "no commit"), lambda: (
         f"{med('1 rule', 'rps'):,.0f} 2xx/s = **{_spread(to_ceiling('1 rule'))}** of the ceiling runs next to it, "
         f"{against_peer('careful Flask', 'the careful Flask app', bold=True)}, "
@@ -310,6 +318,9 @@ def ingest_rows(runs: list[Run], candidates: list[int], unmeasured: dict[str, st
         f"{med('1 rule', 'rss'):.0f} MB (1 rule), {med('10,000 rules', 'rss'):.0f} MB (10,000 rules)")), "<= 80 MB"))
     rows.append(("reactor ingest, 1 matching rule, PostgreSQL", figures("PostgreSQL", ("ceiling",), lambda: (
         f"{against_ceiling('PostgreSQL')}, only 2xx{drained('PostgreSQL')}")), ">= 0.45x ceiling"))
+    measured = [name for name in ("ceiling", *INGEST) if by[name] and name not in unmeasured]
+    rows.append(("CPU per 2xx under load (the server's processes, user + system; medians)", ", ".join(
+        f"{name} {statistics.median(r.cpu_us for r in by[name]):,.0f} µs" for name in measured), ""))
     return rows
 
 
@@ -339,6 +350,7 @@ def bench_ingest(tmp: Path) -> None:
     targets = {"ceiling": (None, "bench.bare_app:create_app()"), "1 rule": (TOWN_HALL, "reactor:create_app()"),
                "10,000 rules": (big_rules, "reactor:create_app()"),
                "no commit": (TOWN_HALL, "bench.uncommitted_app:create_app()"),
+               "acknowledge only": (TOWN_HALL, "reactor:create_app()"),
                "careful Flask": (None, "bench.peers.careful_flask:create_app()"),
                "PostgreSQL": (TOWN_HALL, "reactor:create_app()")}
     zoom = ZoomStandIn()  # real credentials and calls, paced at the default 30/s, as in production
@@ -350,6 +362,8 @@ def bench_ingest(tmp: Path) -> None:
             if name == "PostgreSQL":
                 schema = migrated_postgres_schema()
                 extra["DATABASE_URL"] = schema
+            if name == "acknowledge only":  # no worker runs: the deliveries stay in the inbox
+                extra.update(REACTOR_INGEST="off", REACTOR_DISPATCH="off")
             if name == "Node sample":
                 server = NodeSample(folder, {**env, **extra})
             else:
@@ -360,14 +374,16 @@ def bench_ingest(tmp: Path) -> None:
                 start(server)
                 startup = time.time() - started
                 script = wrk.write_script(tmp / "deliveries.lua", SECRET, bodies)  # signed now, for this run only
+                cpu = cpu_seconds(server.proc.pid)
                 result = wrk.run(server.url, script, seconds)
+                cpu = (cpu_seconds(server.proc.pid) - cpu) / max(1, result.ok) * 1e6
                 drained = backlog_drained(server, time.time()) if name in REACTOR_STORES else None
                 rss = max(worker_rss_mb(server.proc.pid), default=0.0)
             finally:
                 server.stop()
                 if schema:
                     drop_schema(schema)
-            runs.append(Run(name, result, startup, rss, drained))
+            runs.append(Run(name, result, startup, rss, drained, cpu))
             bad = ", ".join(f"{s}: {c}" for s, c in result.not_ok.items()) or "only 2xx"
             after = ("" if drained is None else f", backlog drained {drained:.1f} s after" if drained < math.inf
                      else f", backlog not drained within {DRAIN_LIMIT:.0f} s")

@@ -51,6 +51,7 @@ def _runs(one_rule: wrk.Result, careful: wrk.Result | None = None, drained: floa
     careful app `careful`, and reactor's runs `drained` as the time their backlog took to drain."""
     good = {"ceiling": _result({204: 40_000}), "Node sample": _result({200: 28_000}),
             "careful Flask": careful or _result({200: 7_000}), "no commit": _result({200: 18_000}),
+                "acknowledge only": _result({200: 12_000}),
             "10,000 rules": _result({200: 9_000}), "PostgreSQL": _result({200: 8_000}), "1 rule": one_rule}
     runs = [Run("ceiling", good["ceiling"])]
     for name in INGEST:
