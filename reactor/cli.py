@@ -164,14 +164,28 @@ def _utc(ts_ms) -> str:
          arg("--uuid", help="meeting instance uuid (default for samples: a new one, so each send is a new meeting; "
                             "a file keeps its own)"),
          arg("--url", default=None, help="where reactor listens (default: http://127.0.0.1:PORT/webhooks/zoom, "
-                                         "PORT from $PORT, else var/dev.port written by `make run`, else 8000)"))
+                                         "PORT from $PORT, else var/dev.port written by `make run`, else 8000)"),
+         arg("--account", help="sign as this account of REACTOR_ACCOUNTS (its newest Secret Token) and name its "
+                               "Zoom account_id in the event"))
 def cmd_send(args, settings: Settings) -> int:
     body, from_file = event_body(args)
     if args.at is None and not args.keep_ts:
         body["event_ts"] = int(time.time() * 1000)
     if args.uuid or (not from_file and body.get("event") != "endpoint.url_validation"):
         set_field(body, "uuid", args.uuid or (uuid.uuid4().hex[:22] + "=="))
-    secret = settings.webhook_secret or _local_secret(create=False)
+    if args.account:
+        from .live_rules import accounts_of
+
+        account = accounts_of(settings).by_name.get(args.account)
+        if account is None:
+            print(f"no account named {args.account!r} in {settings.accounts_path or 'REACTOR_ACCOUNTS (unset)'}",
+                  file=sys.stderr)
+            return 2
+        secret = account.secret_tokens[0]
+        if account.account_id and isinstance(body.get("payload"), dict):
+            body["payload"]["account_id"] = account.account_id
+    else:
+        secret = settings.webhook_secret or _local_secret(create=False)
     if not secret:
         print("ZOOM_WEBHOOK_SECRET_TOKEN is not set (and no local reactor wrote one): set it to your app's "
               "Secret Token", file=sys.stderr)

@@ -207,3 +207,17 @@ def test_two_instances_on_postgres_keep_accounts_apart(make_server, zoom, tmp_pa
                for c in zoom.api_calls("/v2/meetings/14"))
     assert post(a, account_event(EMEA, "1410"), "APAC_TOKEN", "emea").status_code == 401
     assert {d["account"] for d in a.history(limit=100)} == {"emea", "apac"}
+
+
+def test_send_account_signs_as_that_account_and_names_its_zoom_account(make_server, zoom, tmp_path):
+    two_accounts(zoom)
+    env = accounts_env(tmp_path)
+    server = make_server(zoom=zoom, env=env)
+    cli_env = {k: v for k, v in {**env, "DATABASE_URL": server.env["DATABASE_URL"]}.items() if v is not None}
+    url = server.url + "/webhooks/zoom"
+    sent = run_cli("send", "meeting.started", "--topic", "Town Hall", "--account", "apac", "--url", url, env=cli_env)
+    assert sent.returncode == 0 and '"status":"accepted"' in sent.stdout, sent.stdout + sent.stderr
+    [stored] = server.history()
+    assert stored["account"] == "apac" and stored["body"]["payload"]["account_id"] == APAC
+    unknown = run_cli("send", "meeting.started", "--account", "nowhere", "--url", url, env=cli_env)
+    assert unknown.returncode == 2 and "no account named 'nowhere'" in unknown.stderr
