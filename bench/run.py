@@ -547,6 +547,7 @@ def bench_accounts(tmp: Path) -> None:
                "ZOOM_CLIENT_SECRET": None, "ZOOM_WEBHOOK_SECRET_TOKEN": None}
     zoom = ZoomStandIn()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     refused = []
     try:
         for k in range(rounds):
@@ -554,7 +555,10 @@ def bench_accounts(tmp: Path) -> None:
                 server = ReactorServer(tmp / f"accounts-{k}-{int(many)}", TOWN_HALL, several if many else single, zoom)
                 try:
                     start(server)
-                    result = wrk.run(server.url, wrk.write_script(tmp / "deliveries.lua", SECRET, bodies), seconds)
+                    script = wrk.write_script(tmp / "deliveries.lua", SECRET, bodies)
+                    before = cpu_seconds(server.proc.pid)
+                    result = wrk.run(server.url, script, seconds)
+                    cpu[many].append((cpu_seconds(server.proc.pid) - before) / max(1, result.ok) * 1e6)
                 finally:
                     server.stop()
                 rates[many].append(result.ok_per_second)
@@ -568,7 +572,9 @@ def bench_accounts(tmp: Path) -> None:
         row(name, f"REFUSED: answers other than 2xx ({', '.join(refused)})")
         return
     many, one = statistics.median(rates[True]), statistics.median(rates[False])
-    row(name, f"{many:,.0f} vs {one:,.0f} 2xx/s, median of {rounds} each ({(many - one) / one * 100:+.1f}%)",
+    cpu_many, cpu_one = statistics.median(cpu[True]), statistics.median(cpu[False])
+    row(name, f"{many:,.0f} vs {one:,.0f} 2xx/s, median of {rounds} each ({(many - one) / one * 100:+.1f}%); CPU per "
+              f"2xx of the server's processes {cpu_many:,.0f} vs {cpu_one:,.0f} µs ({(cpu_many - cpu_one) / cpu_one * 100:+.1f}%)",
         "within 5%")
 
 

@@ -338,14 +338,14 @@ def test_var_the_database_its_wal_and_the_local_secret_are_created_private(tmp_p
         finally:
             server.stop()
 
-        from reactor import cli
+        from reactor.cli import local
 
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         monkeypatch.chdir(elsewhere)
-        value = cli._local_secret(create=True)
+        value = local.local_secret(create=True)
         assert mode("var") == 0o700 and mode("var/local-webhook-secret") == 0o600
-        assert cli._local_secret(create=False) == value
+        assert local.local_secret(create=False) == value
     finally:
         os.umask(old_umask)
 
