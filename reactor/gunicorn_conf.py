@@ -78,7 +78,17 @@ WSGI_PEER = "REMOTE_ADDR"  # the address of the connection's other end, in a req
 
 def post_worker_init(worker):
     """gunicorn believes X-Forwarded-Proto only from forwarded_allow_ips; make X-Forwarded-For obey the same list."""
+    worker.reactor_app = worker.wsgi
     worker.wsgi = from_trusted_proxy(worker.wsgi, worker.cfg.forwarded_allow_ips)
+
+
+def worker_exit(server, worker):
+    """A worker stopping (a deploy, a scale-down): its ingester first stores what it acknowledged, so a
+    graceful stop leaves nothing to another process's sweep of the inbox."""
+    app = getattr(worker, "reactor_app", None)
+    reactor = app.extensions.get("reactor") if app is not None else None
+    if reactor is not None and reactor.ingester is not None:
+        reactor.ingester.stop()
 
 
 def from_trusted_proxy(app, allowed: list[str]):

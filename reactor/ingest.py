@@ -52,6 +52,7 @@ class Ingester:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop, after ingesting what was handed (within `timeout`; what is left waits for a sweep)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -68,8 +69,7 @@ class Ingester:
             last = time.monotonic()
             try:
                 busy = len(self._handed) > 1
-                while self._handed:
-                    self.ingest([self._handed.popleft() for _ in range(min(BATCH, len(self._handed)))])
+                self._ingest_handed()
                 if time.monotonic() - swept >= self.sweep_every:
                     swept = time.monotonic()
                     self.sweep()
@@ -81,6 +81,19 @@ class Ingester:
                 self._handed.clear()
                 log("ingest failed", 50, error=f"{type(exc).__name__}: {exc}"[:300])
                 self._stop.wait(PAUSE_AFTER_ERROR)
+        self._drain()
+
+    def _ingest_handed(self) -> None:
+        while self._handed:
+            self.ingest([self._handed.popleft() for _ in range(min(BATCH, len(self._handed)))])
+
+    def _drain(self) -> None:
+        """At stop: ingest what was handed and not yet taken."""
+        try:
+            self._ingest_handed()
+        except Exception as exc:  # the inbox keeps them for the next process's sweep
+            log("ingest at stop failed; the deliveries stay in the inbox for another process", 40,
+                error=f"{type(exc).__name__}: {exc}"[:300])
 
     def sweep(self) -> int:
         """Ingest inbox rows older than orphan_after, oldest first; how many were stored."""

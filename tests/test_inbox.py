@@ -7,6 +7,7 @@ which the tests start late, kill, or never start."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,7 @@ from tests.backends import fresh_postgres_schema, migrate
 from tests.conftest import Worker, event, signed_headers, wait_until
 from tests.zoom_standin import ZoomStandIn
 
+STUCK = 4.0  # seconds the ingest stays held up after the SIGTERM: longer than a worker takes to stop without waiting
 ACK_ONLY = {"REACTOR_INGEST": "off", "REACTOR_DISPATCH": "off", "REACTOR_ZOOM_RATE": "1000"}
 
 
@@ -74,6 +76,30 @@ def test_a_crash_between_the_200_and_the_ingest_leaves_the_deliveries_to_the_nex
     assert sorted(d["id"] for d in restarted.history(limit=1000)) == sorted(a.json()["delivery"] for a in answers)
     time.sleep(1.0)
     assert len({c.path for c in zoom.api_calls()}) == len(zoom.api_calls()) == 40
+
+
+def test_a_graceful_stop_ingests_what_its_process_acknowledged_before_it_exits(make_server, zoom):
+    """A deploy's SIGTERM while the ingest is held up (PostgreSQL, the deliveries table locked): each worker
+    finishes its ingest and stores what it was handed on its way out, once the lock is gone, so nothing is
+    left in the inbox for another process's sweep (here there is none)."""
+    import psycopg
+
+    url = fresh_postgres_schema()
+    migrate(url)
+    server = make_server(env={"DATABASE_URL": url, "REACTOR_ZOOM_RATE": "1000"}, zoom=zoom)
+    with psycopg.connect(url) as blocker:
+        blocker.execute("LOCK TABLE deliveries IN EXCLUSIVE MODE")
+        answers = post_many(server, town_halls(60, first=66_000_000_000))
+        assert [a.status_code for a in answers] == [200] * 60 and backlog(server) == 60
+        stopping = threading.Thread(target=server.stop)  # SIGTERM, as a PaaS stops a dyno
+        stopping.start()
+        time.sleep(STUCK)
+        blocker.rollback()  # the lock goes while the workers are stopping
+    stopping.join(30)
+    assert server.proc.returncode == 0
+    assert backlog(server) == 0, "acknowledged deliveries were left in the inbox"
+    assert sorted(d["id"] for d in server.history(settle=False, limit=1000)) == sorted(
+        a.json()["delivery"] for a in answers)
 
 
 def test_a_duplicate_waiting_in_the_inbox_is_stored_once_and_its_number_names_the_first(make_server, zoom):
