@@ -64,7 +64,7 @@ def fill(store, dialect: str, now: float) -> float:
                    CAST({at} * 1000 AS BIGINT), 'meetings/' || {mid}, 'inst-' || CAST(n AS TEXT), {at},
                    CASE WHEN n % 3 = 0 THEN 'Town Hall ' ELSE 'Weekly sync ' END || CAST(n AS TEXT), {body}, ?
             FROM ({_numbers(dialect)}) AS s""", (now, now, BODY, VERDICTS, COUNT))
-        run(conn, f"""INSERT INTO jobs (id, delivery_id, seq, rule, kind, action, order_key, account, instance,
+        run(conn, """INSERT INTO jobs (id, delivery_id, seq, rule, kind, action, order_key, account, instance,
                                 event_ts, status, due_at, deadline, attempts, last_message, updated_at)
             SELECT d.id, d.id, 0, 'Stream town halls', 'livestream.start', replace(?, 'MID', substr(d.order_key, 10)),
                    d.order_key, '', d.instance, d.event_ts,

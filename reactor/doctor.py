@@ -195,8 +195,8 @@ def check_accounts(settings: Settings, env: Mapping[str, str]):
     try:
         accounts = load_accounts(settings.accounts_path, env, settings.secret_key, default_rate=settings.zoom_rate)
     except RulesError as exc:
-        return None, [Check("accounts", False, problem, f"edit the accounts file (`python -m reactor check` lists "
-                                                        f"every problem)") for problem in exc.problems]
+        return None, [Check("accounts", False, problem, "edit the accounts file (`python -m reactor check` lists "
+                                                        "every problem)") for problem in exc.problems]
     names = ", ".join(f"{a.name} ({len(a.secret_tokens)} Secret Token{'s' if len(a.secret_tokens) > 1 else ''}, "
                       f"{a.rate:g} calls/s)" for a in accounts.accounts)
     return accounts, [Check("accounts", True, f"{len(accounts.accounts)} account(s) in {settings.accounts_path}: "

@@ -4,13 +4,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from reactor.metrics import default_dirs
 from tests.backends import migrated_postgres_schema
-from tests.conftest import SECRET, event
+from tests.conftest import event
 
 NO_RULES = "rules: []\n"
 

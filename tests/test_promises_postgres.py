@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.backends import fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
-from tests.conftest import ROOT, TOWN_HALL_RULES, Worker, event, free_port, signed_headers
+from tests.conftest import ROOT, Worker, event, free_port, signed_headers
 from tests.syscalls import Trace
 from tests.zoom_standin import ZoomStandIn
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import TOWN_HALL_RULES, event, signed_headers, wait_until
+from tests.conftest import event, signed_headers, wait_until
 from tests.zoom_standin import Reply
 
 
@@ -198,7 +198,7 @@ def test_an_operator_retry_shows_what_it_sends_and_refuses_ended_or_late_actions
 
     refused = run_cli("retry", str(ended["id"]), env=env)
     assert refused.returncode == 1 and "refused: its meeting instance has ended" in refused.stdout
-    assert f"PATCH /meetings/9700/livestream/status" in refused.stdout, "it shows what it would send"
+    assert "PATCH /meetings/9700/livestream/status" in refused.stdout, "it shows what it would send"
     time.sleep(4.5)  # now 9701's deadline has passed too
     listing = run_cli("retry", "--dead", env=env)
     assert listing.returncode == 1 and "0 of 2 dead action(s) would be re-queued" in listing.stdout

@@ -10,7 +10,7 @@ import uuid
 
 import requests
 
-from tests.conftest import ACCOUNT_ID, CLIENT_SECRET, SECRET, event, run_cli, signed_headers, wait_until
+from tests.conftest import CLIENT_SECRET, SECRET, event, run_cli, signed_headers
 from tests.zoom_standin import Reply
 
 
@@ -43,7 +43,7 @@ def test_a_literal_stream_key_in_a_rule_file_is_a_check_warning_with_its_line(tm
     (tmp_path / "yt.yaml").write_text(LITERAL_RULES)
     checked = run_cli("check", str(tmp_path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert f"yt.yaml:8:" in checked.stdout and "stream_key is written in the rule file" in checked.stdout
+    assert "yt.yaml:8:" in checked.stdout and "stream_key is written in the rule file" in checked.stdout
     assert "${NAME}" in checked.stdout and "reactor encrypt" in checked.stdout, "the warning names both fixes"
     assert LITERAL_KEY not in checked.stdout + checked.stderr
     strict = run_cli("check", "--strict", str(tmp_path))
