@@ -99,19 +99,31 @@ class Ingester:
         """Ingest inbox rows older than orphan_after, oldest first; how many were stored."""
         stored = 0
         while not self._stop.is_set():
-            rows = self.store.inbox_rows(time.time() - self.orphan_after, BATCH)
-            stored += self.ingest([(seq, received_at, (body, key, account)) for seq, received_at, body, key, account in rows])
-            if len(rows) < BATCH:
+            made: list = []
+
+            def decide(rows):
+                made[:] = self._decide([(seq, at, (body, key, account)) for seq, at, body, key, account in rows])
+                return [(seq, d.record, d.actions, d.deadline) for seq, d in made]
+
+            stored += self._record(made, self.store.sweep(time.time() - self.orphan_after, BATCH, decide))
+            if len(made) < BATCH:
                 return stored
         return stored
 
     def ingest(self, items: list[tuple]) -> int:
-        """Decide and store (seq, received_at, Admitted or (body text, dedup key)) items; how many this call stored."""
+        """Decide and store (seq, received_at, Admitted or (body text, dedup key, account)) items; how many
+        this call stored."""
         if not items:
             return 0
+        decided = self._decide(items)
+        return self._record(decided, self.store.ingest([(seq, d.record, d.actions, d.deadline) for seq, d in decided]))
+
+    def _decide(self, items: list[tuple]) -> list[tuple[int, Delivery]]:
         rules, accounts, deadline = self.rules.current, self.rules.accounts, self.settings.action_deadline
-        decided = [(seq, _decide(source, received_at, rules, accounts, deadline)) for seq, received_at, source in items]
-        results = self.store.ingest([(seq, d.record, d.actions, d.deadline) for seq, d in decided])
+        return [(seq, _decide(source, received_at, rules, accounts, deadline)) for seq, received_at, source in items]
+
+    def _record(self, decided: list[tuple[int, Delivery]], results: list) -> int:
+        """Log and count what the store took; wake the dispatcher when jobs were planned; how many were stored."""
         now, stored, jobs = time.time(), 0, False
         for (seq, d), result in zip(decided, results):
             if result is None:  # another ingester stored it

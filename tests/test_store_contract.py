@@ -1,5 +1,6 @@
 """The store contract (reactor/store/contract.py), run against every backend."""
 import threading
+import time
 
 import pytest
 
@@ -524,3 +525,19 @@ def test_ids_of_deliveries_stored_without_the_inbox_never_collide_with_appended_
     assert direct.delivery_id != waiting
     [result] = store.ingest([(waiting, delivery("from-zoom"), [], T0 + 1800)])
     assert result.delivery_id == waiting and store.counts()["deliveries"] == 2
+
+
+def test_a_sweep_stores_each_row_once_and_on_a_shared_database_concurrent_sweeps_decide_disjoint_rows(store):
+    seqs = [store.append("{}", f"swept-{n}", "default", T0) for n in range(20)]
+    seen: list[list[int]] = []
+
+    def decide(rows):  # slow, as deciding 10,000 rules is: the other sweep runs meanwhile
+        seen.append([seq for seq, *_ in rows])
+        time.sleep(0.3)
+        return [(seq, delivery(key, order_key=f"meetings/{seq}"), [], T0 + 1800) for seq, _, _, key, _ in rows]
+
+    results = run_at_once(2, lambda _: store.sweep(T0 + 1, 100, decide))
+    stored = [r for result in results for r in result if r is not None]
+    assert sorted(r.delivery_id for r in stored) == sorted(seqs) and store.inbox_backlog() == 0
+    if "Postgres" in type(store).__name__:
+        assert sorted(sum(seen, [])) == sorted(seqs), f"on a shared database no row is decided twice: {seen}"

@@ -45,8 +45,11 @@ class Store:
         Raise StoreError when it could not be committed (within 2 s)."""
         raise NotImplementedError
 
-    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str, str]]:
-        """(seq, received_at, body, dedup_key, account) of inbox rows received before the given time, oldest first."""
+    def sweep(self, received_before: float, limit: int, decide) -> list[Accepted | None]:
+        """Ingest up to `limit` inbox rows received before the given time, oldest first: `decide` gets their
+        (seq, received_at, body, dedup_key, account) and returns what ingest() takes for them; the answer is
+        ingest()'s for what it returned. Each row is stored once, however many sweeps run at once; on a
+        shared database concurrent sweeps decide disjoint rows (the rows are locked, and locked ones skipped)."""
         raise NotImplementedError
 
     def inbox_backlog(self) -> int:

@@ -20,7 +20,7 @@ from ..errors import SchemaError, StoreError
 from ..logs import log
 from ..delivery import Accepted
 from .schema import SCHEMA_VERSION, delivery_row, job_rows, migrations
-from .sql import SQLStore
+from .sql import _SWEEP, SQLStore, _inbox_row
 
 CHANNEL = "reactor_jobs"
 # A group commit in one statement (one round trip, however many deliveries share the commit): the
@@ -135,6 +135,13 @@ class PostgresStore(SQLStore):
             "AS x(received_at, body, dedup_key, account, n) ORDER BY x.n RETURNING seq",
             ([received_at for *_, received_at in items], [body for body, *_ in items],
              [key for _, key, _, _ in items], [account for _, _, account, _ in items]), prepare=True)]
+
+    def sweep(self, received_before: float, limit: int, decide):
+        """Rows locked for the whole transaction, skipping rows another sweep holds: concurrent sweeps (several
+        workers with REACTOR_INGEST=off) decide disjoint rows."""
+        with self.transaction(durable=False) as conn:
+            rows = self.run(conn, _SWEEP + " FOR UPDATE SKIP LOCKED", (received_before, limit)).fetchall()
+            return self.ingest_in(conn, decide([_inbox_row(r) for r in rows]))
 
     def lock_pacing(self, conn, account: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("reactor-pacing:" + account,))

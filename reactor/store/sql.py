@@ -103,11 +103,13 @@ class SQLStore(GroupCommit, Store):
                 self.announce(conn)
         return accepted
 
-    def inbox_rows(self, received_before: float, limit: int) -> list[tuple[int, float, str, str, str]]:
+    def sweep(self, received_before: float, limit: int, decide):
+        """Read the rows, decide them, then ingest: on SQLite the write lock is not held while deciding (the
+        request path's appends need it), so concurrent sweeps may decide the same rows; each is stored once."""
         with self.reading() as conn:
-            return [(r["seq"], r["received_at"], r["body"], r["dedup_key"], r["account"]) for r in self.run(conn,
-                "SELECT seq, received_at, body, dedup_key, account FROM inbox WHERE received_at < ? ORDER BY seq LIMIT ?",
-                (received_before, limit)).fetchall()]
+            rows = self.run(conn, _SWEEP, (received_before, limit)).fetchall()
+        decided = decide([_inbox_row(r) for r in rows])
+        return self.ingest(decided)
 
     def inbox_backlog(self) -> int:
         with self.reading() as conn:
@@ -119,18 +121,24 @@ class SQLStore(GroupCommit, Store):
         # Not waiting for the disk: what it stores can be made again from the inbox rows it deletes, and a
         # crash of the machine that lost this commit lost their deletion with it (SQLite's WAL commits in order).
         with self.transaction(durable=False) as conn:
-            seqs = [item[0] for item in decided]
-            received = {item[0]: item[1].received_at for item in decided}
-            present = {r["seq"] for r in self.run(conn, f"DELETE FROM inbox WHERE seq IN ({', '.join('?' * len(seqs))}) "
-                                                  "RETURNING seq", tuple(seqs)).fetchall()}
-            todo = [item for item in decided if item[0] in present]
-            accepted = dict(zip((item[0] for item in todo), self.accept_all(conn, todo)))
-            for seq, result in accepted.items():
-                if result.duplicate:
-                    self.run(conn, "INSERT INTO duplicates (seq, delivery_id, received_at) VALUES (?, ?, ?)",
-                             (seq, result.delivery_id, received[seq]))
-            if any(result.job_ids for result in accepted.values()):
-                self.announce(conn)
+            return self.ingest_in(conn, decided)
+
+    def ingest_in(self, conn, decided) -> list[Accepted | None]:
+        """ingest() inside the caller's transaction."""
+        if not decided:
+            return []
+        seqs = [item[0] for item in decided]
+        received = {item[0]: item[1].received_at for item in decided}
+        present = {r["seq"] for r in self.run(conn, f"DELETE FROM inbox WHERE seq IN ({', '.join('?' * len(seqs))}) "
+                                              "RETURNING seq", tuple(seqs)).fetchall()}
+        todo = [item for item in decided if item[0] in present]
+        accepted = dict(zip((item[0] for item in todo), self.accept_all(conn, todo)))
+        for seq, result in accepted.items():
+            if result.duplicate:
+                self.run(conn, "INSERT INTO duplicates (seq, delivery_id, received_at) VALUES (?, ?, ?)",
+                         (seq, result.delivery_id, received[seq]))
+        if any(result.job_ids for result in accepted.values()):
+            self.announce(conn)
         return [accepted.get(seq) for seq in seqs]
 
     def confirm(self, conn, delivery: NewDelivery) -> None:
@@ -515,6 +523,13 @@ class SQLStore(GroupCommit, Store):
         for cause in out:
             cause["body"] = json.loads(cause["body"]) if isinstance(cause["body"], str) else cause["body"]
         return out
+
+_SWEEP = "SELECT seq, received_at, body, dedup_key, account FROM inbox WHERE received_at < ? ORDER BY seq LIMIT ?"
+
+
+def _inbox_row(r) -> tuple[int, float, str, str, str]:
+    return r["seq"], r["received_at"], r["body"], r["dedup_key"], r["account"]
+
 
 def _job(row) -> Job:
     return Job(id=row["id"], delivery_id=row["delivery_id"], action=PlannedAction.from_dict(json.loads(row["action"])),
