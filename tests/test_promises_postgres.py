@@ -64,11 +64,13 @@ def post_many(urls: list[str], count: int, threads: int, first_id: int, topic: s
 
 
 def test_postgres_commits_of_accepted_deliveries_wait_for_the_disk(make_server, tmp_path):
-    """synchronous_commit stays on for accepts: the server process committing a delivery flushes the
-    WAL to disk (fdatasync) before the commit returns. With synchronous_commit=off it never does."""
+    """synchronous_commit stays on for appends to the inbox: the server process committing a delivery
+    flushes the WAL to disk (fdatasync) before the commit returns. With synchronous_commit=off it never
+    does. Nothing ingests here: the ingest's commits, which need not wait for the disk, would wake
+    PostgreSQL's WAL writer, whose flushes may then cover an append's before its own process gets to it."""
     name = "reactor-sync-" + uuid.uuid4().hex[:8]
     server = make_server(NO_RULES, env={"DATABASE_URL": named(migrated_postgres_schema(), name),
-                                        "REACTOR_DISPATCH": "off"})
+                                        "REACTOR_DISPATCH": "off", "REACTOR_INGEST": "off"})
     assert server.post(event()).status_code == 200
     pids = backend_pids(name)
     trace = Trace(pids, FSYNCS, tmp_path / "strace.txt")
