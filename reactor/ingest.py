@@ -103,7 +103,7 @@ class Ingester:
 
             def decide(rows):
                 made[:] = self._decide([(seq, at, (body, key, account)) for seq, at, body, key, account in rows])
-                return [(seq, d.record, d.actions, d.deadline) for seq, d in made]
+                return _to_store(made)
 
             stored += self._record(made, self.store.sweep(time.time() - self.orphan_after, BATCH, decide))
             if len(made) < BATCH:
@@ -116,11 +116,12 @@ class Ingester:
         if not items:
             return 0
         decided = self._decide(items)
-        return self._record(decided, self.store.ingest([(seq, d.record, d.actions, d.deadline) for seq, d in decided]))
+        return self._record(decided, self.store.ingest(_to_store(decided)))
 
     def _decide(self, items: list[tuple]) -> list[tuple[int, Delivery]]:
         rules, accounts, deadline = self.rules.current, self.rules.accounts, self.settings.action_deadline
-        return [(seq, _decide(source, received_at, rules, accounts, deadline)) for seq, received_at, source in items]
+        return [(seq, _decide_or_note(source, received_at, rules, accounts, deadline))
+                for seq, received_at, source in items]
 
     def _record(self, decided: list[tuple[int, Delivery]], results: list) -> int:
         """Log and count what the store took; wake the dispatcher when jobs were planned; how many were stored."""
@@ -143,7 +144,12 @@ class Ingester:
         return stored
 
 
-def _decide(source, received_at: float, rules, accounts, action_deadline: int) -> Delivery:
+def _to_store(decided: list[tuple[int, Delivery]]) -> list[tuple]:
+    """What store.ingest takes for decided deliveries: (seq, record, actions, deadline)."""
+    return [(seq, d.record, d.actions, d.deadline) for seq, d in decided]
+
+
+def _decide_or_note(source, received_at: float, rules, accounts, action_deadline: int) -> Delivery:
     """decide(), or, if deciding fails (a bug: admit checked the body), the delivery recorded with the
     reason and no action, so that it is neither lost nor taken again and again."""
     try:

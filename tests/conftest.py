@@ -118,13 +118,7 @@ class ReactorServer:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, 15)
         if self._log:
             self._log.close()
 
@@ -161,8 +155,13 @@ class ReactorServer:
         assert answer.status_code == 200, answer.text
         seq = answer.json()["delivery"]
         store = self.store()
+
+        def ingested():
+            found = store.delivery(seq)
+            return None if found is None or found.get("inbox") else found
+
         try:
-            found = wait_until(lambda: (lambda d: d if d and not d.get("inbox") else None)(store.delivery(seq)))
+            found = wait_until(ingested)
         finally:
             store.close()
         if "duplicate" in found:
@@ -180,6 +179,17 @@ class ReactorServer:
                 return jobs
             time.sleep(0.05)
         raise AssertionError(f"expected {done} finished jobs, have {[(j['id'], j['status']) for j in self.jobs()]}")
+
+
+def stop_group(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a process started in its own session and everything it started; SIGKILL after `grace` s."""
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def wait_until(predicate, timeout: float = 15.0, every: float = 0.05):

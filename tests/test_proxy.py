@@ -16,7 +16,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import pytest
 import requests
 
 from reactor.web import MAX_BODY
-from tests.conftest import ROOT, ReactorServer, event, free_port, signed_headers
+from tests.conftest import ROOT, ReactorServer, event, free_port, signed_headers, stop_group
 
 CADDYFILE = ROOT / "Caddyfile"
 CADDY = shutil.which("caddy")
@@ -77,13 +76,7 @@ class Caddy:
         raise AssertionError(f"caddy did not pass {self.start_path} through:\n{self.logs()}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, 10)
         self._log.close()
 
     def logs(self) -> str:
