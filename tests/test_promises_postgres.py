@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -73,7 +74,9 @@ def test_postgres_commits_of_accepted_deliveries_wait_for_the_disk(make_server, 
                                         "REACTOR_DISPATCH": "off", "REACTOR_INGEST": "off"})
     assert server.post(event()).status_code == 200
     pids = backend_pids(name)
-    trace = Trace(pids, FSYNCS, tmp_path / "strace.txt")
+    # and the postmaster, followed into the backends it forks: reactor's pools may open connections meanwhile
+    postmaster = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    trace = Trace([*pids, postmaster], FSYNCS, tmp_path / "strace.txt")
     try:
         for n in range(20):
             response = server.post(event(meeting_id=str(61_000_000_000 + n)))
