@@ -41,10 +41,12 @@ def children(pid: int) -> list[int]:
 
 
 class Trace:
-    def __init__(self, pids: list[int], calls: tuple[str, ...], out: Path, strlen: int = 80):
+    def __init__(self, pids: list[int], calls: tuple[str, ...], out: Path, strlen: int = 80, fd_paths: bool = False):
+        """fd_paths: print each descriptor with its path (strace -y), e.g. fdatasync(5</…/pg_wal/0001…>)."""
         assert pids, "nothing to trace"
         self.out = out
         args = [require_strace(), "-f", "-tt", "-s", str(strlen), "-e", "trace=" + ",".join(calls), "-o", str(out)]
+        args += ["-y"] if fd_paths else []
         for pid in pids:
             args += ["-p", str(pid)]
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
@@ -55,9 +57,9 @@ class Trace:
             if not line or time.time() > deadline:
                 self.stop()
                 pytest.fail(f"strace could not attach to {pids}: {line.strip()}")
-            found = re.search(r"Process (\d+) attached", line)
-            if found:
-                attached.add(int(found.group(1)))
+            found = re.search(r"Process (\d+) attached|PTRACE_SEIZE, (\d+)\): No such process", line)
+            if found:  # attached, or gone before strace got to it (a database backend that just ended)
+                attached.add(int(found.group(1) or found.group(2)))
 
     def stop(self) -> list[Syscall]:
         if self.proc.poll() is None:

@@ -21,22 +21,11 @@ import requests
 
 from tests.backends import fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
 from tests.conftest import ROOT, Worker, event, free_port, signed_headers
-from tests.syscalls import Trace
+from tests.syscalls import Trace, children
 from tests.zoom_standin import ZoomStandIn
 
 NO_RULES = "rules: []\n"
 FSYNCS = ("fdatasync", "fsync")
-
-
-def named(url: str, application_name: str) -> str:
-    """The URL with an application_name, by which the test finds reactor's server processes."""
-    return f"{url}{'&' if '?' in url else '?'}application_name={application_name}"
-
-
-def backend_pids(application_name: str) -> list[int]:
-    with psycopg.connect(require_postgres(), autocommit=True) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,))]
 
 
 def query(url: str, sql: str) -> list[tuple]:
@@ -65,26 +54,53 @@ def post_many(urls: list[str], count: int, threads: int, first_id: int, topic: s
 
 
 def test_postgres_commits_of_accepted_deliveries_wait_for_the_disk(make_server, tmp_path):
-    """synchronous_commit stays on for appends to the inbox: the server process committing a delivery
-    flushes the WAL to disk (fdatasync) before the commit returns. With synchronous_commit=off it never
-    does. Nothing ingests here: the ingest's commits, which need not wait for the disk, would wake
-    PostgreSQL's WAL writer, whose flushes may then cover an append's before its own process gets to it."""
-    name = "reactor-sync-" + uuid.uuid4().hex[:8]
-    server = make_server(NO_RULES, env={"DATABASE_URL": named(migrated_postgres_schema(), name),
-                                        "REACTOR_DISPATCH": "off", "REACTOR_INGEST": "off"})
+    """synchronous_commit stays on for appends to the inbox: before each sequential delivery's 200, the
+    WAL is flushed to disk (fdatasync of a pg_wal file) after the previous answer. The flush may be done by
+    any of PostgreSQL's processes (the committing backend, another backend flushing for the group, the WAL
+    writer), so the whole cluster is traced: its postmaster, followed into the backends it forks, and every
+    process it has. With synchronous_commit=off the WAL writer flushes every 200 ms and most 200s have none."""
+    server = make_server(NO_RULES, env={"DATABASE_URL": migrated_postgres_schema(), "REACTOR_DISPATCH": "off"})
     assert server.post(event()).status_code == 200
-    pids = backend_pids(name)
-    # and the postmaster, followed into the backends it forks: reactor's pools may open connections meanwhile
-    postmaster = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    trace = Trace([*pids, postmaster], FSYNCS, tmp_path / "strace.txt")
+    trace = trace_with_the_cluster(children(server.proc.pid), (*FSYNCS, "sendto"), tmp_path / "strace.txt")
     try:
         for n in range(20):
             response = server.post(event(meeting_id=str(61_000_000_000 + n)))
             assert response.status_code == 200 and response.json()["status"] == "accepted"
     finally:
-        fsyncs = [c for c in trace.stop() if c.call in FSYNCS]
-    # another session's flush may cover one of ours now and then; with synchronous_commit=off there are none
-    assert len(fsyncs) >= 10, f"{len(fsyncs)} WAL flushes by reactor's {len(pids)} server processes for 20 commits"
+        calls = sorted(trace.stop(), key=lambda c: c.at)
+    flushes_before_each_200, since_last_answer, header_at = [], 0, {}
+    for call in calls:
+        if call.call in FSYNCS and "/pg_wal/" in call.args:
+            since_last_answer += 1
+        elif call.call == "sendto" and "HTTP/1.1 200" in call.args:
+            header_at[call.tid] = since_last_answer
+        elif call.call == "sendto" and r'\"status\":\"accepted' in call.args and call.tid in header_at:
+            flushes_before_each_200.append(header_at.pop(call.tid))
+            since_last_answer = 0
+    assert len(flushes_before_each_200) == 20, f"saw {len(flushes_before_each_200)} acknowledgements in the trace"
+    assert min(flushes_before_each_200) >= 1, f"WAL flushes before each 200: {flushes_before_each_200}"
+
+
+def trace_with_the_cluster(pids: list[int], calls: tuple[str, ...], out: Path) -> Trace:
+    """Trace `pids` and every PostgreSQL process, the postmaster followed into the backends it forks. A
+    backend forked while strace attaches is followed by no one: when the postmaster's children changed
+    meanwhile (a pool opening connections), trace again."""
+    postmaster = postmaster_pid()
+    for _ in range(10):
+        cluster = [postmaster, *children(postmaster)]
+        trace = Trace([*pids, *cluster], calls, out, fd_paths=True)
+        if set(children(postmaster)) <= set(cluster):
+            return trace
+        trace.stop()
+        time.sleep(0.3)
+    pytest.fail("PostgreSQL's processes kept changing while strace attached")
+
+
+def postmaster_pid() -> int:
+    """The parent of this test's own backend."""
+    with psycopg.connect(require_postgres(), autocommit=True) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_postgres_concurrent_accepts_share_transactions(make_server):

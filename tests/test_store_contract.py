@@ -541,3 +541,17 @@ def test_a_sweep_stores_each_row_once_and_on_a_shared_database_concurrent_sweeps
     assert sorted(r.delivery_id for r in stored) == sorted(seqs) and store.inbox_backlog() == 0
     if "Postgres" in type(store).__name__:
         assert sorted(sum(seen, [])) == sorted(seqs), f"on a shared database no row is decided twice: {seen}"
+
+
+def test_a_job_waits_while_a_delivery_acknowledged_before_its_own_is_still_in_the_inbox(store):
+    """A start acknowledged at one process and a stop acknowledged after it at another: the stop's ingest may
+    come first. Its job must not run before the start is ingested, or the start would be skipped as superseded."""
+    start_seq = store.append("{}", "start", "default", T0)
+    stop_seq = store.append("{}", "stop", "default", T0 + 0.005)
+    stop = NewDelivery(dedup_key="stop", event="meeting.ended", event_ts_ms=1_800_000_000_005, received_at=T0,
+                       body={}, verdicts=[], order_key="meetings/1", confirms="", instance="instance-1")
+    store.ingest([(stop_seq, stop, [action(kind="livestream.stop")], T0 + 1800)])
+    assert store.claim("a", T0 + 1, 60) is None, "the start acknowledged before it is still in the inbox"
+    store.ingest([(start_seq, delivery("start"), [action()], T0 + 1800)])
+    first = store.claim("a", T0 + 1, 60)
+    assert first is not None and first.action.kind == "livestream.start" and first.delivery_id == start_seq

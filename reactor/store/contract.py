@@ -78,7 +78,9 @@ class Store:
 
         Due: pending with due_at <= now, or running with an expired lease (its dispatcher died).
         Per order_key, only the head may be claimed: no other pending or running job on that key
-        comes earlier in (event_ts, delivery id, position). Two owners never hold one job at once."""
+        comes earlier in (event_ts, delivery id, position), and no inbox row appended before the job's
+        delivery is still waiting to be ingested (it may hold an earlier event on the same key, taken by
+        another process's ingester). Two owners never hold one job at once."""
         raise NotImplementedError
 
     def superseded(self, job: Job) -> bool:

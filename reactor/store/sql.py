@@ -28,6 +28,11 @@ _IS_HEAD = """NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_key = j.order_key
                  AND k.status IN ('pending', 'running')
                  AND (k.event_ts, k.delivery_id, k.seq) < (j.event_ts, j.delivery_id, j.seq))"""
 
+# Acknowledged before the job's delivery and not yet ingested: an inbox row with a smaller seq may hold an
+# earlier event on the same order_key (another process's ingester has it), so the job waits for it. One
+# uncorrelated min() over the inbox's key, computed once per claim; deliveries' ids are inbox seqs.
+_NOTHING_EARLIER_WAITS = "j.delivery_id < coalesce((SELECT min(i.seq) FROM inbox i), j.delivery_id + 1)"
+
 # Claim the first due job that heads its order_key. Two statements, each walking one index in order
 # (jobs_due is (status, due_at), and so ordered by rowid within a due_at): leases that ran out first,
 # then pending jobs by due time. One statement with an OR of both made the engine sort every due job
@@ -35,7 +40,7 @@ _IS_HEAD = """NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_key = j.order_key
 _CLAIM = f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1,
                 updated_at = ?
              WHERE id = (SELECT j.id FROM jobs j
-                         WHERE j.status = ? AND {{due}} <= ? AND {_IS_HEAD}
+                         WHERE j.status = ? AND {{due}} <= ? AND {_IS_HEAD} AND {_NOTHING_EARLIER_WAITS}
                          ORDER BY {{due}}, j.id LIMIT 1 {{lock}})
              RETURNING *"""
 
