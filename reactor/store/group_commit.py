@@ -2,7 +2,7 @@
 
 One append at a time leads, committing every append queued so far, then hands the lead to the
 first append that queued meanwhile; the others sleep on their own event until their commit is done
-or the lead is theirs. A backend supplies `transaction` and `append_all`.
+or the lead is theirs. A backend supplies `group_transaction` (by default its `transaction`) and `append_all`.
 """
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ class GroupCommit:
             raise mine.error
         return mine.result
 
+    def group_transaction(self):
+        """The durable transaction one group commit runs in."""
+        return self.transaction()
+
     def _lead(self) -> None:
         """Commit what is queued, then pass the lead on (or give it up when nothing waits)."""
         self._commit_queued()
@@ -72,7 +76,7 @@ class GroupCommit:
 
         started = time.monotonic()
         try:
-            with self.transaction() as conn:
+            with self.group_transaction() as conn:
                 batch = take()
                 self._store(conn, batch)
         except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
@@ -102,7 +106,7 @@ class GroupCommit:
                 pending.error = error
                 continue
             try:
-                with self.transaction() as conn:
+                with self.group_transaction() as conn:
                     self._store(conn, [pending])
             except Exception as exc:
                 pending.result, pending.error = None, _as_store_error(exc)
