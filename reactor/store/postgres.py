@@ -51,6 +51,16 @@ SELECT d.dedup_key, d.id,
        coalesce((SELECT json_agg(j.id ORDER BY j.seq) FROM j WHERE j.delivery_id = d.id), '[]') AS job_ids
 FROM d"""
 CONNECT_SECONDS = 2      # a connection not had in this time fails the request: 503 inside Zoom's 3 s
+CHECK_IDLE = 1.0         # a pooled connection idle longer than this is pinged before use (one that just worked is not)
+
+
+def _check_if_idle(conn) -> None:
+    """The pool's check: ping a connection idle over CHECK_IDLE s (after a database restart the pool's
+    connections are dead, and are replaced here rather than failing a request). A connection used within
+    the last second skips the round trip; should it fail anyway, the request answers 503 and the pool
+    drops it."""
+    if time.monotonic() - getattr(conn, "_reactor_used", 0.0) > CHECK_IDLE:
+        ConnectionPool.check_connection(conn)
 
 
 class PostgresStore(SQLStore):
@@ -73,7 +83,7 @@ class PostgresStore(SQLStore):
                     self._pool = ConnectionPool(
                         self.url, min_size=1, max_size=self.max_size, open=True, timeout=CONNECT_SECONDS,
                         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
-                        check=ConnectionPool.check_connection, reconnect_timeout=0, name="reactor")
+                        check=_check_if_idle, reconnect_timeout=0, name="reactor")
         return self._pool
 
     @contextmanager
@@ -81,6 +91,7 @@ class PostgresStore(SQLStore):
         try:
             with self._get_pool().connection() as conn:
                 yield conn
+                conn._reactor_used = time.monotonic()
         except PoolTimeout:
             raise StoreError(f"PostgreSQL did not give a connection within {CONNECT_SECONDS} s") from None
         except psycopg.Error as exc:
