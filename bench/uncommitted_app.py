@@ -16,7 +16,7 @@ class _Uncommitted:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
-    def append(self, body, dedup_key, account, received_at):
+    def append(self, body, dedup_key, account, received_at, order_key=None):
         with self._lock:
             return next(self._seq)
 

@@ -33,6 +33,12 @@ class Admitted:
     text: str
     account: str  # the name of the account whose Secret Token verified it
 
+    @property
+    def order_key(self) -> str:
+        """The meeting or webinar it is about ("" for none): its actions' order key."""
+        target = self.event.target
+        return target.key if target else ""
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -543,11 +543,11 @@ def test_a_sweep_stores_each_row_once_and_on_a_shared_database_concurrent_sweeps
         assert sorted(sum(seen, [])) == sorted(seqs), f"on a shared database no row is decided twice: {seen}"
 
 
-def test_a_job_waits_while_a_delivery_acknowledged_before_its_own_is_still_in_the_inbox(store):
+def test_a_job_waits_while_a_delivery_about_its_meeting_acknowledged_before_its_own_is_still_in_the_inbox(store):
     """A start acknowledged at one process and a stop acknowledged after it at another: the stop's ingest may
     come first. Its job must not run before the start is ingested, or the start would be skipped as superseded."""
-    start_seq = store.append("{}", "start", "default", T0)
-    stop_seq = store.append("{}", "stop", "default", T0 + 0.005)
+    start_seq = store.append("{}", "start", "default", T0, "meetings/1")
+    stop_seq = store.append("{}", "stop", "default", T0 + 0.005, "meetings/1")
     stop = NewDelivery(dedup_key="stop", event="meeting.ended", event_ts_ms=1_800_000_000_005, received_at=T0,
                        body={}, verdicts=[], order_key="meetings/1", confirms="", instance="instance-1")
     store.ingest([(stop_seq, stop, [action(kind="livestream.stop")], T0 + 1800)])
@@ -555,3 +555,18 @@ def test_a_job_waits_while_a_delivery_acknowledged_before_its_own_is_still_in_th
     store.ingest([(start_seq, delivery("start"), [action()], T0 + 1800)])
     first = store.claim("a", T0 + 1, 60)
     assert first is not None and first.action.kind == "livestream.start" and first.delivery_id == start_seq
+
+
+def test_a_delivery_about_another_meeting_still_in_the_inbox_holds_no_job_and_one_of_unknown_meeting_holds_all(store):
+    """Other meetings' deliveries waiting for another process's ingest (0.1 s under load) delay nobody; a row
+    appended before order keys were kept (None) may be about any meeting."""
+    store.append("{}", "other", "default", T0, "meetings/2")
+    mine = store.append("{}", "mine", "default", T0, "meetings/1")
+    store.ingest([(mine, delivery("mine"), [action()], T0 + 1800)])
+    job = store.claim("a", T0 + 1, 60)
+    assert job is not None and job.delivery_id == mine
+    store.finish(job, "a", Attempt(T0 + 1, "done", 204, duration_ms=5), "done")
+    unknown = store.append("{}", "unknown", "default", T0)
+    later = store.append("{}", "later", "default", T0, "meetings/3")
+    store.ingest([(later, delivery("later", order_key="meetings/3"), [action("meetings/3")], T0 + 1800)])
+    assert store.claim("a", T0 + 1, 60) is None, f"inbox row {unknown} may be about meetings/3"

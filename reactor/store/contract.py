@@ -39,8 +39,9 @@ class Store:
         """Raise StoreError unless the database answers now (readiness)."""
         raise NotImplementedError
 
-    def append(self, body: str, dedup_key: str, account: str, received_at: float) -> int:
-        """Append a verified delivery (its redacted body, dedup key and account name) to the inbox, durably committed before
+    def append(self, body: str, dedup_key: str, account: str, received_at: float, order_key: str | None = None) -> int:
+        """Append a verified delivery (its redacted body, dedup key and account name, and the order key of the
+        meeting it is about: "" for none, None for not known) to the inbox, durably committed before
         returning, and return its seq: the id its delivery will have. Concurrent appends share a commit.
         Raise StoreError when it could not be committed (within 2 s)."""
         raise NotImplementedError
@@ -79,8 +80,9 @@ class Store:
         Due: pending with due_at <= now, or running with an expired lease (its dispatcher died).
         Per order_key, only the head may be claimed: no other pending or running job on that key
         comes earlier in (event_ts, delivery id, position), and no inbox row appended before the job's
-        delivery is still waiting to be ingested (it may hold an earlier event on the same key, taken by
-        another process's ingester). Two owners never hold one job at once."""
+        delivery about the same meeting (or with no order key known) is still waiting to be ingested: it
+        may be an earlier event on that key, taken by another process's ingester. Two owners never hold
+        one job at once."""
         raise NotImplementedError
 
     def superseded(self, job: Job) -> bool:

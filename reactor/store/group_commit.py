@@ -27,9 +27,9 @@ class GroupCommit:
         self._queue_lock = threading.Lock()    # guards the queue, the lead and each _Pending's flags
         self._leading = False                  # an append is committing (or about to)
 
-    def append(self, body: str, dedup_key: str, account: str, received_at: float) -> int:
+    def append(self, body: str, dedup_key: str, account: str, received_at: float, order_key: str | None = None) -> int:
         """Queue this delivery for the next group commit and wait for its inbox seq (see the module)."""
-        mine = _Pending((body, dedup_key, account, received_at))
+        mine = _Pending((body, dedup_key, account, received_at, order_key))
         with self._queue_lock:
             self._queue.append(mine)
             if not self._leading:

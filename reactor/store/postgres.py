@@ -146,13 +146,13 @@ class PostgresStore(SQLStore):
 
     def append_all(self, conn, items) -> list[int]:
         """One statement for the whole group commit (rows are numbered and returned in the order given)."""
+        columns = zip(*((at, body, key, account, order_key) for body, key, account, at, order_key in items))
         return [row["seq"] for row in conn.execute(
-            "INSERT INTO inbox (received_at, body, dedup_key, account) "
-            "SELECT x.received_at, x.body, x.dedup_key, x.account "
-            "FROM unnest(%s::double precision[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
-            "AS x(received_at, body, dedup_key, account, n) ORDER BY x.n RETURNING seq",
-            ([received_at for *_, received_at in items], [body for body, *_ in items],
-             [key for _, key, _, _ in items], [account for _, _, account, _ in items]), prepare=True)]
+            "INSERT INTO inbox (received_at, body, dedup_key, account, order_key) "
+            "SELECT x.received_at, x.body, x.dedup_key, x.account, x.order_key "
+            "FROM unnest(%s::double precision[], %s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
+            "AS x(received_at, body, dedup_key, account, order_key, n) ORDER BY x.n RETURNING seq",
+            [list(column) for column in columns], prepare=True)]
 
     def sweep(self, received_before: float, limit: int, decide):
         """Rows locked for the whole transaction, skipping rows another sweep holds: concurrent sweeps (several

@@ -7,7 +7,7 @@ import json
 from ..delivery import NewDelivery
 from ..plan import PlannedAction
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TOPIC_CHARS = 300  # the searchable topic kept beside the body (the console's ?q=)
 
 
@@ -32,7 +32,14 @@ def migrations(ident: str, real: str, text_json: str = "TEXT", postgres: bool = 
     """The DDL, step by step: migrations(...)[v] takes a database from schema version v to v + 1.
     With the dialect's auto-increment key, float and JSON text types."""
     return [_version_1(ident, real, text_json), _version_2(real), _version_3(), _version_4(),
-            _version_5(real, postgres)]
+            _version_5(real, postgres), _version_6()]
+
+
+def _version_6() -> str:
+    """Each inbox row's order key (the meeting or webinar it is about, "" for none): an action waits
+    while a delivery about its meeting, acknowledged before its own, is still in the inbox. Rows appended
+    before this step have none (NULL) and hold every newer action until they are ingested."""
+    return "ALTER TABLE inbox ADD COLUMN order_key TEXT;"
 
 
 def _version_5(real: str, postgres: bool) -> str:

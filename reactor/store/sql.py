@@ -28,10 +28,12 @@ _IS_HEAD = """NOT EXISTS (SELECT 1 FROM jobs k WHERE k.order_key = j.order_key
                  AND k.status IN ('pending', 'running')
                  AND (k.event_ts, k.delivery_id, k.seq) < (j.event_ts, j.delivery_id, j.seq))"""
 
-# Acknowledged before the job's delivery and not yet ingested: an inbox row with a smaller seq may hold an
-# earlier event on the same order_key (another process's ingester has it), so the job waits for it. One
-# uncorrelated min() over the inbox's key, computed once per claim; deliveries' ids are inbox seqs.
-_NOTHING_EARLIER_WAITS = "j.delivery_id < coalesce((SELECT min(i.seq) FROM inbox i), j.delivery_id + 1)"
+# Acknowledged before the job's delivery, about the same meeting (or not known: NULL), and not yet ingested:
+# an earlier event on the job's order_key that another process's ingester has, so the job waits for it.
+# Deliveries' ids are inbox seqs; the rows read are those older than the job's delivery still in the
+# inbox, walked by the inbox's key: a few, unless an ingest is far behind.
+_NOTHING_EARLIER_WAITS = """NOT EXISTS (SELECT 1 FROM inbox i WHERE i.seq < j.delivery_id
+                 AND (i.order_key IS NULL OR j.order_key IN (i.order_key, 'notify:' || i.order_key)))"""
 
 # Claim the first due job that heads its order_key. Two statements, each walking one index in order
 # (jobs_due is (status, due_at), and so ordered by rowid within a due_at): leases that ran out first,
@@ -96,8 +98,9 @@ class SQLStore(GroupCommit, Store):
         two with one dedup key, the second is the first's duplicate. Each new delivery is confirm()ed."""
         raise NotImplementedError
 
-    def append_all(self, conn, items: list[tuple[str, str, str, float]]) -> list[int]:
-        """append() for each (body, dedup_key, account, received_at) of a group commit, in order: their seqs."""
+    def append_all(self, conn, items: list[tuple[str, str, str, float, str | None]]) -> list[int]:
+        """append() for each (body, dedup_key, account, received_at, order_key) of a group commit, in order:
+        their seqs."""
         raise NotImplementedError
 
     # -- the contract

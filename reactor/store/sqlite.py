@@ -141,9 +141,9 @@ class SQLiteStore(SQLStore):
         return results
 
     def append_all(self, conn, items) -> list[int]:
-        return [conn.execute("INSERT INTO inbox (received_at, body, dedup_key, account) VALUES (?, ?, ?, ?) RETURNING seq",
-                             (received_at, body, key, account)).fetchone()[0]
-                for body, key, account, received_at in items]
+        return [conn.execute("INSERT INTO inbox (received_at, body, dedup_key, account, order_key) VALUES (?, ?, ?, ?, ?) "
+                             "RETURNING seq", (received_at, body, key, account, order_key)).fetchone()[0]
+                for body, key, account, received_at, order_key in items]
 
     def migrate(self) -> None:
         """Upgrade step by step under the write lock, reading the version inside it: several processes
