@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from typing import Any
 
 from .errors import PayloadError
@@ -51,6 +51,9 @@ class Event:
     body: dict            # the whole parsed body
     dedup_key: str
     ts_note: str = ""      # why event_ts was not used, when it was sent but is not plausible milliseconds
+    # what rules read of this event, by path (and how verdicts show it): many candidate rules read the same
+    # few fields. A new Event (dataclasses.replace) starts empty; the body is never changed once parsed.
+    cache: dict = dataclass_field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def object(self) -> dict:
@@ -84,7 +87,11 @@ class Event:
 
     def field(self, path: str) -> Any:
         """The value at a dotted field path, or MISSING. See `resolve_path`."""
-        return resolve_path(self.body, path)
+        try:
+            return self.cache[path]
+        except KeyError:
+            value = self.cache[path] = resolve_path(self.body, path)
+            return value
 
 
 def parse_body(raw: bytes) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -275,7 +276,14 @@ class FieldCondition:
         seen = event.field(self.path)
         if self.matcher.test(seen):
             return None
-        return Failure(f"should {self.matcher.describe()}", self.path, show(seen, self.path), self.line)
+        shown = event.cache.get(("shown", self.path))
+        if shown is None:
+            shown = event.cache[("shown", self.path)] = show(seen, self.path)
+        return Failure(self.should, self.path, shown, self.line)
+
+    @cached_property
+    def should(self) -> str:
+        return f"should {self.matcher.describe()}"
 
     def describe(self) -> str:
         return f"{self.path} {self.matcher.states()}"
