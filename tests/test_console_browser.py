@@ -14,6 +14,7 @@ from tests.zoom_standin import Reply
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -r requirements-dev.txt")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 PASSWORD = "browser-test-password-81c2"
@@ -51,7 +52,11 @@ def browser():
 
 
 def wait(driver, condition, timeout: float = 20.0):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    """Until condition(driver) holds. A page that refreshes itself (a pending action) can replace an element
+    between finding it and reading it: that look is retried, as one that found nothing is."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(lambda d: condition(d))
 
 
 def text(driver) -> str:
