@@ -85,6 +85,12 @@ class Event:
         ident = decimal_id(self.object.get("id"))
         return Target(kind, ident) if ident else None
 
+    @property
+    def order_key(self) -> str:
+        """Its actions' order key: the meeting or webinar it is about, "" when it names none."""
+        target = self.target
+        return target.key if target else ""
+
     def field(self, path: str) -> Any:
         """The value at a dotted field path, or MISSING. See `resolve_path`."""
         try:

@@ -85,9 +85,8 @@ def notify(rule: str, args: dict, event: Event) -> PlannedAction:
     body = {"text": render(args["text"], event)}
     if "format" in args:
         body["format"] = args["format"]
-    target = event.target
     return PlannedAction(rule=rule, kind="notify", method="POST", path=args["url"].ref, body=body,
-                         order_key=f"notify:{target.key if target else event.name}", account="chat")
+                         order_key=f"notify:{event.order_key or event.name}", account="chat")
 
 
 def display_name(rendered: str, event: Event) -> str:

@@ -33,12 +33,6 @@ class Admitted:
     text: str
     account: str  # the name of the account whose Secret Token verified it
 
-    @property
-    def order_key(self) -> str:
-        """The meeting or webinar it is about ("" for none): its actions' order key."""
-        target = self.event.target
-        return target.key if target else ""
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -100,11 +94,10 @@ def decide(admitted: Admitted | tuple[str, str, str], received_at: float, *, rul
         shown = [{**v, "why": foreign} if v["matched"] else v for v in shown]
     shown += [{"rule": REACTOR_NOTE, "matched": False, "why": note} for note in notes]
     event_ms = event.ts_ms if event.ts_ms is not None else int(received_at * 1000)
-    target = event.target
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=received_at,
         body=event.body, verdicts=shown,
-        order_key=target.key if target else "", confirms=event.confirms, instance=event.instance,
+        order_key=event.order_key, confirms=event.confirms, instance=event.instance,
         topic=_topic(event.field("topic")), account=account.name)
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
 

@@ -143,7 +143,8 @@ def webhook(name: str | None = None):
             reactor.alerts.inbox_full()
         return _error(503, "reactor is behind with the deliveries it acknowledged; Zoom will retry this one")
     try:
-        seq = reactor.store.append(outcome.text, outcome.event.dedup_key, outcome.account, now, outcome.order_key)
+        seq = reactor.store.append(outcome.text, outcome.event.dedup_key, outcome.account, now,
+                                   outcome.event.order_key)
     except StoreError as exc:
         log("store unavailable; answered 503 so Zoom retries", 40, error=str(exc), event=outcome.event.name)
         metrics.webhook(outcome.event.name, "unavailable", time.time() - now)

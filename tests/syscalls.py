@@ -76,3 +76,18 @@ class Trace:
             if found:
                 out.append(Syscall(int(found["tid"]), found["at"], found["call"], found["args"]))
         return out
+
+
+def flushes_before_each_200(calls: list[Syscall], is_flush) -> list[int]:
+    """For each acknowledgement in `calls` (a 200's header, then an `accepted` body, sent by one thread): how
+    many calls that `is_flush` picks started after the previous acknowledgement and before this one's header."""
+    counts, since_last_answer, header_at = [], 0, {}
+    for call in calls:
+        if is_flush(call):
+            since_last_answer += 1
+        elif call.call == "sendto" and "HTTP/1.1 200" in call.args:
+            header_at[call.tid] = since_last_answer  # flushes seen when this thread sent the 200's header
+        elif call.call == "sendto" and r'\"status\":\"accepted' in call.args:  # strace escapes quotes
+            counts.append(header_at.pop(call.tid))
+            since_last_answer = 0
+    return counts

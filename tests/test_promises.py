@@ -16,7 +16,7 @@ import requests
 from reactor.retry_policy import backoff
 from reactor.zoom import parse_retry_after
 from tests.conftest import event, run_cli, signed_headers
-from tests.syscalls import Trace, children
+from tests.syscalls import Trace, children, flushes_before_each_200
 from tests.zoom_standin import Reply
 
 NO_RULES = "rules: []\n"  # accepting stores the delivery and nothing else: no jobs, no dispatcher writes
@@ -38,15 +38,7 @@ def test_each_acknowledged_delivery_is_fsynced_before_its_200(make_server, tmp_p
             assert response.status_code == 200 and response.json()["status"] == "accepted"
     finally:
         calls = trace.stop()
-    fsyncs_before_each_200, since_last_answer, header_at = [], 0, {}
-    for call in calls:
-        if call.call in FSYNCS:
-            since_last_answer += 1
-        elif call.call == "sendto" and "HTTP/1.1 200" in call.args:
-            header_at[call.tid] = since_last_answer  # fsyncs seen when this thread sent the 200's header
-        elif call.call == "sendto" and r'\"status\":\"accepted' in call.args:  # strace escapes quotes
-            fsyncs_before_each_200.append(header_at.pop(call.tid))
-            since_last_answer = 0
+    fsyncs_before_each_200 = flushes_before_each_200(calls, lambda call: call.call in FSYNCS)
     assert len(fsyncs_before_each_200) == 20, f"saw {len(fsyncs_before_each_200)} acknowledgements in the trace"
     assert min(fsyncs_before_each_200) >= 1, f"fsyncs before each 200: {fsyncs_before_each_200}"
 

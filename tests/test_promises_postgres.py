@@ -21,7 +21,7 @@ import requests
 
 from tests.backends import fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
 from tests.conftest import ROOT, Worker, event, free_port, signed_headers
-from tests.syscalls import Trace, children
+from tests.syscalls import Trace, children, flushes_before_each_200
 from tests.zoom_standin import ZoomStandIn
 
 NO_RULES = "rules: []\n"
@@ -68,17 +68,9 @@ def test_postgres_commits_of_accepted_deliveries_wait_for_the_disk(make_server, 
             assert response.status_code == 200 and response.json()["status"] == "accepted"
     finally:
         calls = sorted(trace.stop(), key=lambda c: c.at)
-    flushes_before_each_200, since_last_answer, header_at = [], 0, {}
-    for call in calls:
-        if call.call in FSYNCS and "/pg_wal/" in call.args:
-            since_last_answer += 1
-        elif call.call == "sendto" and "HTTP/1.1 200" in call.args:
-            header_at[call.tid] = since_last_answer
-        elif call.call == "sendto" and r'\"status\":\"accepted' in call.args and call.tid in header_at:
-            flushes_before_each_200.append(header_at.pop(call.tid))
-            since_last_answer = 0
-    assert len(flushes_before_each_200) == 20, f"saw {len(flushes_before_each_200)} acknowledgements in the trace"
-    assert min(flushes_before_each_200) >= 1, f"WAL flushes before each 200: {flushes_before_each_200}"
+    wal_flushes = flushes_before_each_200(calls, lambda call: call.call in FSYNCS and "/pg_wal/" in call.args)
+    assert len(wal_flushes) == 20, f"saw {len(wal_flushes)} acknowledgements in the trace"
+    assert min(wal_flushes) >= 1, f"WAL flushes before each 200: {wal_flushes}"
 
 
 def trace_with_the_cluster(pids: list[int], calls: tuple[str, ...], out: Path) -> Trace:

@@ -548,8 +548,7 @@ def test_a_job_waits_while_a_delivery_about_its_meeting_acknowledged_before_its_
     come first. Its job must not run before the start is ingested, or the start would be skipped as superseded."""
     start_seq = store.append("{}", "start", "default", T0, "meetings/1")
     stop_seq = store.append("{}", "stop", "default", T0 + 0.005, "meetings/1")
-    stop = NewDelivery(dedup_key="stop", event="meeting.ended", event_ts_ms=1_800_000_000_005, received_at=T0,
-                       body={}, verdicts=[], order_key="meetings/1", confirms="", instance="instance-1")
+    stop = delivery("stop", event="meeting.ended", ts_ms=1_800_000_000_005)
     store.ingest([(stop_seq, stop, [action(kind="livestream.stop")], T0 + 1800)])
     assert store.claim("a", T0 + 1, 60) is None, "the start acknowledged before it is still in the inbox"
     store.ingest([(start_seq, delivery("start"), [action()], T0 + 1800)])

@@ -233,7 +233,7 @@ def _try(current, chosen: str, pasted: str) -> dict:
         raise BadInput(f"that is not an event reactor can read: {exc}") from None
     verdicts = current.explain(event)
     actions, skipped = plan(event, [v.rule for v in verdicts if v.matched])
-    return {"event": event.name, "target": event.target.key if event.target else "", "verdicts": verdicts,
+    return {"event": event.name, "target": event.order_key, "verdicts": verdicts,
             "actions": actions, "skipped": skipped}
 
 
