@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import statistics
 import sys
@@ -50,11 +49,11 @@ def main() -> None:
     from bench.bare_app import create_app as bare
     from bench.uncommitted_app import create_app as uncommitted
     from reactor import create_app as reactor
+    from reactor.logs import configure_logging
 
     secret = os.environ["ZOOM_WEBHOOK_SECRET_TOKEN"]
     apps = {"bare": bare(), "uncommitted": uncommitted(), "reactor": reactor()}
-    for handler in logging.getLogger("reactor").handlers:  # the log lines are still made, just not shown
-        handler.setStream(open(os.devnull, "w"))
+    configure_logging(stream=open(os.devnull, "w"))  # the log lines are still made, just not shown
     rounds: dict[str, list[float]] = {name: [] for name in apps}
     first = 0
     for _ in range(ROUNDS):

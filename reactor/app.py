@@ -20,7 +20,7 @@ from .notify import AlertSweep
 from .rules.match import RuleSet
 from .settings import Settings
 from .store import Store, open_store
-from .web import MAX_BODY, Backlog, Readiness, RejectionLog, bp
+from .web import MAX_BODY, TOO_LARGE, Backlog, Readiness, RejectionLog, Webhooks, bp
 
 
 @dataclass
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY  # the one body limit: werkzeug answers 413 through too_large()
     app.extensions["reactor"] = reactor
     app.register_blueprint(bp)
+    app.wsgi_app = Webhooks(app.wsgi_app, reactor)  # the webhook path, in front of Flask
     init_console(app, settings)  # /console: the operator console, or a 404 saying how to turn it on
     _json_errors(app)
 
@@ -114,7 +115,7 @@ def _json_errors(app: Flask) -> None:
     """Short JSON answers that name no path of this server; each refusal is logged (rate-limited)."""
 
     def refused(status: int, message: str, reason: str):
-        app.extensions["reactor"].rejections(status, reason)
+        app.extensions["reactor"].rejections.flask(status, reason)
         return jsonify({"error": message}), status
 
     @app.errorhandler(404)
@@ -127,8 +128,7 @@ def _json_errors(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(_):
-        return refused(413, f"the body is larger than {MAX_BODY} bytes (1 MiB): Zoom's events are far smaller; "
-                            f"this is not a Zoom delivery", f"body over {MAX_BODY} bytes")
+        return refused(413, TOO_LARGE, f"body over {MAX_BODY} bytes")
 
     @app.errorhandler(Exception)
     def unexpected(exc):

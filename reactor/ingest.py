@@ -45,7 +45,8 @@ class Ingester:
     def hand(self, seq: int, received_at: float, admitted: Admitted) -> None:
         """A delivery this process appended: ingest it at once (no reading back)."""
         self._handed.append((seq, received_at, admitted))
-        self._wake.set()
+        if not self._wake.is_set():  # the thread clears it before it takes what was handed: none is missed
+            self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="reactor-ingest", daemon=True)
