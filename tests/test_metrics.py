@@ -28,6 +28,16 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def scrape_when(server, name: str, expected: float, **labels) -> dict:
+    """A scrape once `name` (with `labels`) reads `expected`: another process's counts are written to the shared
+    files within reactor.metrics.FLUSH_EVERY (0.2 s); fails after 3 s with what it read."""
+    deadline = time.time() + 3
+    while (got := value(samples := scrape(server), name, **labels)) != expected and time.time() < deadline:
+        time.sleep(0.05)
+    assert got == expected, f"{name} {labels}: {got}, expected {expected}"
+    return samples
+
+
 def metrics_folder(server) -> Path:
     return Path(default_dirs(str(server.tmp))[0])  # /dev/shm/reactor-metrics-<uid>-<hash of the folder>
 
@@ -43,6 +53,7 @@ def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_after_
         assert server.post(event(meeting_id=str(1000 + i))).status_code == 200
     for _ in range(3):
         assert server.post(event(), secret="not-the-secret").status_code == 401
+    scrape_when(server, "reactor_webhook_duration_seconds_count", n + 3)
     assert len(worker_pids_with_counters(server)) == 2, "both workers must have served webhooks"
     for _ in range(4):  # whichever worker answers the scrape, it adds up every process's counts
         samples = scrape(server)
@@ -50,7 +61,7 @@ def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_after_
         assert value(samples, "reactor_webhooks_total", event="-", outcome="rejected_signature") == 3
         assert value(samples, "reactor_webhook_duration_seconds_count") == n + 3
     server.wait_jobs(n)
-    samples = scrape(server)
+    samples = scrape_when(server, "reactor_ingested_total", n, event="meeting.started", outcome="stored")
     assert value(samples, "reactor_actions_total", action="livestream.start", outcome="done") == n
     assert value(samples, "reactor_outbox_jobs", status="done") == n
     assert value(samples, "reactor_ingested_total", event="meeting.started", outcome="stored") == n
@@ -65,7 +76,7 @@ def test_webhooks_over_two_workers_are_counted_exactly_once_and_a_restart_after_
     samples = scrape(server)
     assert value(samples, "reactor_webhooks_total", event="meeting.started", outcome="accepted") == 0
     assert server.post(event(meeting_id="99")).status_code == 200
-    assert value(scrape(server), "reactor_webhooks_total", event="meeting.started", outcome="accepted") == 1
+    scrape_when(server, "reactor_webhooks_total", 1, event="meeting.started", outcome="accepted")
 
 
 def test_outbox_gauges_are_right_on_postgresql_with_two_instances(make_server):
@@ -84,8 +95,8 @@ def test_outbox_gauges_are_right_on_postgresql_with_two_instances(make_server):
         assert value(samples, "reactor_outbox_jobs", status="done") == 0
         assert 600 <= value(samples, "reactor_outbox_oldest_pending_seconds") < 700
     # but each machine counts its own webhooks (its own multiprocess folder)
-    assert value(scrape(a), "reactor_webhooks_total", event="meeting.started", outcome="accepted") == 2
-    assert value(scrape(b), "reactor_webhooks_total", event="meeting.started", outcome="accepted") == 1
+    scrape_when(a, "reactor_webhooks_total", 2, event="meeting.started", outcome="accepted")
+    scrape_when(b, "reactor_webhooks_total", 1, event="meeting.started", outcome="accepted")
 
 
 def test_the_metrics_token_is_required_when_set_and_never_logged(make_server):
