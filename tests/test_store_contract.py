@@ -478,6 +478,31 @@ def test_the_console_reads_search_indexes_instead_of_scanning_sqlite(tmp_path):
         assert "SCAN" not in plan, (sql, plan)
 
 
+def test_a_sqlite_connection_opened_while_another_process_holds_the_file_waits_for_it(tmp_path):
+    """A thread's first connection sets WAL mode and its pragmas; while another connection holds the file
+    alone (as one recovering the WAL after every connection closed does) that waits, instead of failing
+    the request with "database is locked" (seen with two processes starting on a file with a WAL)."""
+    import sqlite3
+
+    from reactor.store.sqlite import SQLiteStore
+
+    path = str(tmp_path / "held.db")
+    migrated = SQLiteStore(path)
+    migrated.migrate()
+    migrated.close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("DELETE FROM inbox")
+    holder.execute("COMMIT")  # in exclusive locking mode the lock stays until the connection closes
+    threading.Timer(0.3, holder.close).start()
+    started = time.monotonic()
+    store = SQLiteStore(path)
+    assert store.append("{}", "k", "default", T0) == 1
+    assert 0.2 < time.monotonic() - started < 2.0
+    store.close()
+
+
 def test_a_topic_search_reads_a_bounded_window_per_page_and_pages_on(store, monkeypatch):
     import reactor.store.sql as sql
 

@@ -55,7 +55,9 @@ class SQLiteStore(SQLStore):
             self._pid = os.getpid()
             try:
                 create_private(self.path)
-                conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+                # Setting up waits for locks (SQLite's busy handler, up to BUSY_SECONDS): another process may be
+                # recovering the WAL, as the first connection after all were closed does, or hold the file alone.
+                conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
@@ -63,6 +65,7 @@ class SQLiteStore(SQLStore):
                 conn.execute("PRAGMA cache_size=-512")  # KiB per connection (one per thread); the OS caches the rest
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in maintain(), not inside a webhook
                 conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL grown by a burst shrinks back to 64 MiB
+                conn.execute("PRAGMA busy_timeout=0")  # from here on reactor waits for the write lock itself
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from None
             self._local.conn = conn
