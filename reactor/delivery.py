@@ -30,6 +30,7 @@ class NewDelivery:
     instance: str = ""         # the meeting or webinar instance (payload.object.uuid), "" when none
     topic: str = ""            # payload.object.topic when it is text, for the console's search
     account: str = ""          # the name of the account whose Secret Token verified it
+    body_text: str = ""        # the body as JSON text when already made (the inbox's), else made from body
 
 
 @dataclass(frozen=True)

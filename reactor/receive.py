@@ -75,9 +75,9 @@ def decide(admitted: Admitted | tuple[str, str, str], received_at: float, *, rul
     `admit` then). An event naming another Zoom account than the one whose token verified it is recorded
     with its verdicts but plans no call, as this account's credentials cannot act on it."""
     if isinstance(admitted, Admitted):
-        event, name = admitted.event, admitted.account
+        event, name, text = admitted.event, admitted.account, admitted.text
     else:
-        event, name = _event(*admitted[:2]), admitted[2]
+        event, name, text = _event(*admitted[:2]), admitted[2], admitted[0]
     account = accounts.by_name.get(name) or Account(name, "")  # removed since: its jobs say so when they run
     notes = []
     if event.ts_note:  # rules (`during`) and the deadline see the receipt time; the body keeps what was sent
@@ -96,7 +96,7 @@ def decide(admitted: Admitted | tuple[str, str, str], received_at: float, *, rul
     event_ms = event.ts_ms if event.ts_ms is not None else int(received_at * 1000)
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=received_at,
-        body=event.body, verdicts=shown,
+        body=event.body, body_text=text, verdicts=shown,
         order_key=event.order_key, confirms=event.confirms, instance=event.instance,
         topic=_topic(event.field("topic")), account=account.name)
     return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
