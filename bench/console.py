@@ -91,7 +91,7 @@ def logged_in(url: str, tmp: Path):
     (tmp / "rules").mkdir(exist_ok=True)
     (tmp / "rules" / "rules.yaml").write_text(RULES)
     settings = Settings.from_env({"ZOOM_WEBHOOK_SECRET_TOKEN": "bench", "REACTOR_DRY_RUN": "1", "DATABASE_URL": url,
-                                  "REACTOR_RULES": str(tmp / "rules"), "REACTOR_DISPATCH": "off",
+                                  "REACTOR_RULES": str(tmp / "rules"), "REACTOR_DISPATCH": "off", "REACTOR_INGEST": "off",
                                   "REACTOR_CONSOLE_PASSWORD": PASSWORD})
     app = create_app(settings)
     client = app.test_client()
