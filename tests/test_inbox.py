@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from tests.backends import fresh_postgres_schema, migrate
-from tests.conftest import Worker, event, signed_headers, wait_until
+from tests.conftest import Worker, event, log_lines, signed_headers, wait_until
 from tests.zoom_standin import ZoomStandIn
 
 STUCK = 4.0  # seconds the ingest stays held up after the SIGTERM: longer than a worker takes to stop without waiting
@@ -158,3 +158,22 @@ def test_postgresql_an_ingest_held_up_by_a_lock_under_load_loses_nothing(make_se
     assert sorted(d["id"] for d in a.history(limit=1000)) == sorted(r.json()["delivery"] for r in answers)
     time.sleep(1.0)
     assert len({c.path for c in zoom.api_calls()}) == len(zoom.api_calls()) == 120
+
+
+def test_at_a_steady_200_a_second_each_delivery_is_stored_at_once_even_after_a_burst(make_server):
+    """Under load the ingester gathers for 0.1 s, so that one transaction takes what arrived meanwhile; at a
+    steady 200 deliveries a second (under GATHER_ABOVE) it must not: a burst of 16 at once, then one every
+    5 ms, and every paced delivery is stored within milliseconds (the log's stored_ms), not gathered."""
+    server = make_server(env={"WEB_CONCURRENCY": "1", "REACTOR_DISPATCH": "off"})
+    assert all(r.status_code == 200 for r in post_many(server, town_halls(16), threads=16))
+    session, paced = requests.Session(), town_halls(200, first=62_000_000_000)
+    started = time.monotonic()
+    for k, body in enumerate(paced):
+        time.sleep(max(0.0, started + k * 0.005 - time.monotonic()))
+        raw = json.dumps(body).encode()
+        assert session.post(server.url + "/webhooks/zoom", data=raw, headers=signed_headers(raw), timeout=10).ok
+    wait_until(lambda: len(log_lines(server, "accepted")) == 216, timeout=10)
+    delays = sorted(line["stored_ms"] for line in log_lines(server, "accepted")
+                    if line["target"].startswith("meetings/62"))
+    assert len(delays) == 200
+    assert delays[100] < 20, f"median {delays[100]} ms from the 200 to the ingest at 200/s: gathered"
