@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -21,8 +21,21 @@ REGEX_INPUT_LIMIT = 1000  # characters of a field a regex or glob looks at; boun
 _NUMERIC = re.compile(r"^-?[0-9]{1,40}(?:\.[0-9]{1,40})?$")
 
 
+CACHED_TEXT = 200  # characters: a field value this short has its number and equality key kept (below)
+
+
 def number_of(value: Any) -> Decimal | None:
     """The decimal a value stands for (int, float or numeric string), never through float parsing of text."""
+    if isinstance(value, str) and len(value) > CACHED_TEXT or isinstance(value, (dict, list)):
+        return _number_of.__wrapped__(value)
+    return _number_of(value)
+
+
+# The candidates of one event test the same few fields, each against its own rule (20 rules on one host_id,
+# each with its own duration bound): each value's number and key are worked out once, not once per rule.
+# typed: True, 1 and 1.0 are kept apart, as rule equality keeps them.
+@lru_cache(maxsize=4096, typed=True)
+def _number_of(value: Any) -> Decimal | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -46,6 +59,13 @@ def pattern_text(value: Any) -> str | None:
 
 def eq_key(value: Any) -> tuple:
     """The key two values share exactly when rule equality says they are equal."""
+    if isinstance(value, str) and len(value) > CACHED_TEXT or isinstance(value, (dict, list)):
+        return _eq_key.__wrapped__(value)
+    return _eq_key(value)
+
+
+@lru_cache(maxsize=4096, typed=True)
+def _eq_key(value: Any) -> tuple:
     number = number_of(value)
     if number is not None:
         return ("n", number.normalize() if number else Decimal(0))
@@ -216,7 +236,10 @@ class AllOf:
     matchers: tuple
 
     def test(self, seen: Any) -> bool:
-        return all(m.test(seen) for m in self.matchers)
+        for matcher in self.matchers:  # a loop, not all() over a generator: this runs for every candidate rule
+            if not matcher.test(seen):
+                return False
+        return True
 
     def describe(self) -> str:
         return " and ".join(m.describe() for m in self.matchers)
