@@ -19,6 +19,7 @@ _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warni
 _out = None  # where configure_logging sends the lines, or None
 _least = logging.INFO
 _lock = threading.Lock()
+_ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(..., default=str) makes one per line
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +30,7 @@ class JsonFormatter(logging.Formatter):
 def _line(created: float, level: int, msg: str, fields: dict) -> str:
     line = {"ts": round(created, 3), "level": _LEVELS.get(level) or logging.getLevelName(level).lower(), "msg": msg}
     line.update(fields)
-    return json.dumps(line, default=str)
+    return _ENCODER.encode(line)
 
 
 def configure_logging(level: int = logging.INFO, stream=None) -> None:

@@ -122,3 +122,21 @@ def test_a_clean_stop_removes_reactors_own_metrics_folder(make_server):
     assert metrics_folder(server).is_dir()
     server.stop()
     assert not metrics_folder(server).exists()
+
+
+def test_queued_durations_land_in_the_buckets_observe_would_put_them_in():
+    """The flush writes a queue of durations as one increment per bucket and one of the sum: the same
+    exposition as observe() of each, bounds included (a value equal to a bound is in that bound's bucket)."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from reactor.metrics import WEBHOOK_BUCKETS, _observe_all
+
+    values = [0.0, 0.0005, 0.001, 0.0011, 0.0025, 0.003, 0.01, 0.02, 1.0, 5.0, 7.0, 100.0, 0.001]
+    one, batched = CollectorRegistry(), CollectorRegistry()
+    each = Histogram("reactor_seconds", "each", buckets=WEBHOOK_BUCKETS, registry=one)
+    for value in values:
+        each.observe(value)
+    _observe_all(Histogram("reactor_seconds", "each", buckets=WEBHOOK_BUCKETS, registry=batched), values)
+    drop_created = lambda text: [line for line in text.decode().splitlines() if "_created" not in line]  # noqa: E731
+    assert drop_created(generate_latest(batched)) == drop_created(generate_latest(one))
+    assert 'reactor_seconds_bucket{le="0.001"} 4.0' in generate_latest(batched).decode()
