@@ -150,7 +150,8 @@ class Webhooks:
             data = b'{"status":"accepted","delivery":%d}\n' % body["delivery"]
         else:
             data = _COMPACT.encode(body).encode() + b"\n"
-        start_response(_STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(_STATUS_LINES[status], headers + [("Allow", "POST")] if status == 405 else headers)
         return [data]
 
     def _answer(self, environ, path: str, name: str | None) -> tuple[int, dict]:

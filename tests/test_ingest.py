@@ -52,6 +52,18 @@ def test_unverified_deliveries_get_401_and_store_nothing(make_server, case):
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
 
 
+def test_a_chunked_body_over_1_mib_gets_413_and_a_get_405_with_allow(make_server):
+    """Without a Content-Length the limit is found by reading one byte past it."""
+    server = make_server()
+    parts = iter([b'{"event": "meeting.started", "pad": "', b"x" * (600 * 1024), b"y" * (600 * 1024), b'"}'])
+    response = requests.post(server.url + "/webhooks/zoom", data=parts, timeout=10,
+                             headers={"x-zm-request-timestamp": str(int(time.time())), "x-zm-signature": "v0=00"})
+    assert response.status_code == 413 and "1 MiB" in response.json()["error"]
+    assert count_deliveries(server) == 0
+    refused = requests.get(server.url + "/webhooks/zoom", timeout=5)
+    assert refused.status_code == 405 and refused.headers["Allow"] == "POST"
+
+
 def test_header_names_are_case_insensitive(make_server):
     server = make_server()
     raw = json.dumps(event()).encode()
