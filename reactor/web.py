@@ -133,42 +133,42 @@ class Webhooks:
     def __init__(self, app, reactor):
         self.app, self.reactor = app, reactor
 
-    def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO", "")
+    def __call__(self, req, start_response):  # req: the request's WSGI environ
+        path = req.get("PATH_INFO", "")
         if path == WEBHOOK_PATH:
             name = None
         elif path.startswith(WEBHOOK_PATH + "/") and path[len(WEBHOOK_PATH) + 1:] and "/" not in path[len(WEBHOOK_PATH) + 1:]:
             name = path[len(WEBHOOK_PATH) + 1:].encode("latin-1").decode("utf-8", "replace")  # WSGI's PATH_INFO: bytes as latin-1
         else:
-            return self.app(environ, start_response)
+            return self.app(req, start_response)
         try:
-            status, body = self._answer(environ, path, name)
+            status, body = self._answer(req, path, name)
         except Exception as exc:  # a bug: nothing was acknowledged; Zoom retries a 500
             log("unexpected error", 40, error=type(exc).__name__)
             status, body = 500, {"error": "internal error; the delivery was not stored, Zoom will retry"}
         if status == 200 and body.get("status") == "accepted":  # the common answer, without an encoder
-            data = b'{"status":"accepted","delivery":%d}\n' % body["delivery"]
+            data = b'{"delivery":%d,"status":"accepted"}\n' % body["delivery"]
         else:
             data = _COMPACT.encode(body).encode() + b"\n"
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
         start_response(_STATUS_LINES[status], headers + [("Allow", "POST")] if status == 405 else headers)
         return [data]
 
-    def _answer(self, environ, path: str, name: str | None) -> tuple[int, dict]:
+    def _answer(self, req, path: str, name: str | None) -> tuple[int, dict]:
         reactor = self.reactor
-        method, remote = environ.get("REQUEST_METHOD", ""), environ.get("REMOTE_ADDR")
+        method, remote = req.get("REQUEST_METHOD", ""), req.get("REMOTE_ADDR")
         if method != "POST":
             reactor.rejections(405, "method not allowed on this path", method, path, remote)
             return 405, {"error": "method not allowed"}
-        raw = _body(environ)
+        raw = _body(req)
         if raw is None:
             reactor.rejections(413, f"body over {MAX_BODY} bytes", method, path, remote)
             return 413, {"error": TOO_LARGE}
         now = time.time()
-        timestamp = environ.get("HTTP_X_ZM_REQUEST_TIMESTAMP")
+        timestamp = req.get("HTTP_X_ZM_REQUEST_TIMESTAMP")
         try:
             settings, active = reactor.settings, reactor.rules
-            outcome = admit(raw, timestamp, environ.get("HTTP_X_ZM_SIGNATURE"), accounts=active.accounts,
+            outcome = admit(raw, timestamp, req.get("HTTP_X_ZM_SIGNATURE"), accounts=active.accounts,
                             tolerance=settings.signature_tolerance, now=now, name=name)
         except SignatureError as exc:  # the reason, the tolerance and the clock skew are for the log only
             reactor.rejections(401, str(exc), method, path, remote, skew_s=_skew(timestamp, now), bytes=len(raw))
@@ -205,22 +205,23 @@ class Webhooks:
         return 200, {"status": "accepted", "delivery": seq}
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with arguments makes one per call
+_COMPACT = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # as Flask's jsonify wrote them; one encoder:
+# json.dumps with arguments makes one per call
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
-def _body(environ) -> bytes | None:
+def _body(req) -> bytes | None:
     """The request's body, or None when it is over MAX_BODY (refused before reading, when its length says so)."""
-    stream = environ["wsgi.input"]
+    stream = req["wsgi.input"]
     try:
-        length = int(environ.get("CONTENT_LENGTH") or -1)
+        length = int(req.get("CONTENT_LENGTH") or -1)
     except ValueError:
         length = -1
     if length > MAX_BODY:
         return None
     if length >= 0:
         return stream.read(length)
-    if not environ.get("wsgi.input_terminated"):  # no length and not chunked: no body
+    if not req.get("wsgi.input_terminated"):  # no length and not chunked: no body
         return b""
     raw = stream.read(MAX_BODY + 1)  # chunked: read one byte past the limit to know it was passed
     return None if len(raw) > MAX_BODY else raw
