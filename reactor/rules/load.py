@@ -20,7 +20,7 @@ from .load_examples import ExampleParser
 from .regex import RegexRefused, compile_regex
 from .fields import KNOWN_EVENTS, field_known, field_names
 from .model import (DAYS, FIELD_PATH, TRUE, AllConditions, AllOf, AnyCondition, Compare, Contains, During, Equals,
-                    Exists, FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, Unless, number_of)
+                    Exists, FieldCondition, In, NotCondition, NotMatcher, Pattern, Rule, Unless, forget_values, number_of)
 from .source import LList, LMap, YamlProblem, parse_yaml, suggest
 
 RULE_KEYS = ("name", "on", "on_unknown_event", "account", "enabled", "when", "do", "examples", "description")
@@ -78,6 +78,7 @@ def load_rules(path, env: Mapping[str, str] | None = None, secret_key: str = "",
         # (~50 MB per 10,000 rules); a copy made after the garbage is gone lets it go.
         frozen = pickle.dumps(rules)
         del parser, rules
+        forget_values()
         gc.collect()
         rules = pickle.loads(frozen)
     return rules

@@ -57,6 +57,13 @@ def pattern_text(value: Any) -> str | None:
     return (value if isinstance(value, str) else str(value))[:REGEX_INPUT_LIMIT]
 
 
+def forget_values() -> None:
+    """Empty the caches of field values' numbers and keys (rules.load, before it compacts a large rule set:
+    a cached value from parsing would pin the parser's memory)."""
+    _number_of.cache_clear()
+    _eq_key.cache_clear()
+
+
 def eq_key(value: Any) -> tuple:
     """The key two values share exactly when rule equality says they are equal."""
     if isinstance(value, str) and len(value) > CACHED_TEXT or isinstance(value, (dict, list)):
