@@ -81,9 +81,10 @@ class GroupCommit:
                 self._store(conn, batch)
         except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
             error = _as_store_error(exc)
-            if not batch:  # the transaction never began: the database is unavailable
-                batch = take()
-            if len(batch) > 1 and time.monotonic() - started < ISOLATE_WITHIN:
+            began = bool(batch)
+            if not began:  # the transaction never began: the database is unavailable, and all fail at once
+                batch = take()  # (trying each alone would wait for it again, past Zoom's deadline)
+            if began and len(batch) > 1 and time.monotonic() - started < ISOLATE_WITHIN:
                 self._one_by_one(batch, error, started)
             else:
                 for pending in batch:
