@@ -24,7 +24,10 @@ _ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(..., default
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return _line(record.created, record.levelno, record.getMessage(), getattr(record, "fields", {}))
+        fields = getattr(record, "fields", {})
+        if record.exc_info:
+            fields = {**fields, "error": self.formatException(record.exc_info).splitlines()[-1]}
+        return _line(record.created, record.levelno, record.getMessage(), fields)
 
 
 def _line(created: float, level: int, msg: str, fields: dict) -> str:

@@ -135,10 +135,11 @@ class Webhooks:
 
     def __call__(self, req, start_response):  # req: the request's WSGI environ
         path = req.get("PATH_INFO", "")
+        base, slash, rest = path.partition(WEBHOOK_PATH + "/")
         if path == WEBHOOK_PATH:
             name = None
-        elif path.startswith(WEBHOOK_PATH + "/") and path[len(WEBHOOK_PATH) + 1:] and "/" not in path[len(WEBHOOK_PATH) + 1:]:
-            name = path[len(WEBHOOK_PATH) + 1:].encode("latin-1").decode("utf-8", "replace")  # WSGI's PATH_INFO: bytes as latin-1
+        elif slash and not base and rest and "/" not in rest:
+            name = rest.encode("latin-1").decode("utf-8", "replace")  # WSGI's PATH_INFO: bytes as latin-1
         else:
             return self.app(req, start_response)
         try:

@@ -26,9 +26,12 @@ CACHED_TEXT = 200  # characters: a field value this short has its number and equ
 
 def number_of(value: Any) -> Decimal | None:
     """The decimal a value stands for (int, float or numeric string), never through float parsing of text."""
-    if isinstance(value, str) and len(value) > CACHED_TEXT or isinstance(value, (dict, list)):
-        return _number_of.__wrapped__(value)
-    return _number_of(value)
+    return _number_of(value) if _cacheable(value) else _number_of.__wrapped__(value)
+
+
+def _cacheable(value: Any) -> bool:
+    """Whether a field value may be kept in the caches below: hashable, and text of CACHED_TEXT at most."""
+    return not (isinstance(value, str) and len(value) > CACHED_TEXT or isinstance(value, (dict, list)))
 
 
 # The candidates of one event test the same few fields, each against its own rule (20 rules on one host_id,
@@ -66,9 +69,7 @@ def forget_values() -> None:
 
 def eq_key(value: Any) -> tuple:
     """The key two values share exactly when rule equality says they are equal."""
-    if isinstance(value, str) and len(value) > CACHED_TEXT or isinstance(value, (dict, list)):
-        return _eq_key.__wrapped__(value)
-    return _eq_key(value)
+    return _eq_key(value) if _cacheable(value) else _eq_key.__wrapped__(value)
 
 
 @lru_cache(maxsize=4096, typed=True)
