@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..events import MISSING, Event
 from .model import AllConditions, AllOf, Equals, Failure, FieldCondition, In, Pattern, Rule, eq_key, pattern_text
@@ -13,8 +13,7 @@ INDEXED_FIELDS = ("id", "uuid", "host_id", "host_email", "payload.account_id", "
                   "participant.user_id", "topic")
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):  # a named tuple: one per candidate rule of every delivery (see Failure)
     rule: Rule
     failure: Failure | None  # None: the rule matched
 
