@@ -249,6 +249,33 @@ def test_index_prefers_selective_fields_and_agrees_with_scan(tmp_path):
     assert matches(rules, event)
 
 
+def test_a_rule_found_by_its_equality_is_judged_as_if_every_check_were_tested(tmp_path):
+    """The index skips the check its bucket already made (a plain value or `in`), and only that one: each
+    verdict, and the first failing check it names, is what testing the whole condition says."""
+    lines = ["rules:"]
+    whens = ["{host_id: h1, duration: {gt: 240}}", "{duration: {gt: 240}, host_id: h1}", "{host_id: [h0, h1]}",
+             "{host_id: h1}", "{host_id: {equals: h1, glob: 'x*'}}", "{topic: Weekly, host_id: h1, type: 8}",
+             "{all: [{host_id: h1}, {duration: {lt: 10}}], topic: {contains: sync}}", "{host_id: h1, id: '42'}",
+             "{host_id: {in: [h1]}, topic: {not: Weekly}}"]
+    for n, when in enumerate(whens):
+        lines += [f"  - name: r{n}", "    on: meeting.started", f"    when: {when}", "    do: [livestream.start]"]
+    path = tmp_path / "r.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    rules = load_rules(path)
+    for obj in ({"host_id": "h1", "duration": 60, "topic": "Weekly"}, {"host_id": "h1", "duration": 300, "type": 8},
+                {"host_id": "h1", "id": "42", "topic": "sync"}, {"host_id": "h0", "duration": 5, "topic": "x sync"}):
+        event = ev(obj)
+        verdicts = rules.evaluate(event)
+        whole = [rule.condition.failure(event) for _, rule, _ in rules.candidates(event)]
+        assert [v.failure for v in verdicts] == whole, obj
+    weekly = ev({"host_id": "h1", "duration": 60, "topic": "Weekly"})
+    assert [rule.name for _, rule, _ in rules.candidates(weekly)] == ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8"]
+    assert [str(v.failure) for v in rules.evaluate(weekly)][:2] == ["duration should be > 240: saw 60 (line 4)",
+                                                                   "duration should be > 240: saw 60 (line 8)"]
+    long = ev({"host_id": "h1", "duration": 300, "type": 8})
+    assert [v.rule.name for v in rules.evaluate(long) if v.matched] == ["r0", "r1", "r2", "r3", "r8"]
+
+
 def test_glob_prefixes_of_different_lengths_list_each_rule_once(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("rules:\n" + "".join(

@@ -36,8 +36,9 @@ class RuleSet:
         object.__setattr__(self, "version", digest)
         object.__setattr__(self, "_by_event", _build_index(self.rules))
 
-    def candidates(self, event: Event) -> list[tuple[int, Rule]]:
-        """Rules on this event that could match it: the unindexed ones and the index hits, in file order."""
+    def candidates(self, event: Event) -> list[tuple[int, Rule, Any]]:
+        """Rules on this event that could match it: the unindexed ones and the index hits, in file order,
+        each as (position, rule, the part of its condition left to test: see _build_index)."""
         entry = self._by_event.get(event.name)
         if entry is None:
             return []
@@ -66,8 +67,8 @@ class RuleSet:
     def evaluate(self, event: Event, account: str | None = None) -> list[Verdict]:
         """A verdict for every enabled candidate rule of this event, which came from `account` (a rule
         with `account:` applies to the events of those accounts only; None: every rule applies)."""
-        return [Verdict(rule, rule.account_failure(account) or rule.condition.failure(event))
-                for _, rule in self.candidates(event)]
+        return [Verdict(rule, rule.account_failure(account) or condition.failure(event))
+                for _, rule, condition in self.candidates(event)]
 
     def matching(self, event: Event, account: str | None = None) -> list[Rule]:
         return [v.rule for v in self.evaluate(event, account) if v.matched]
@@ -79,7 +80,9 @@ class RuleSet:
 
 def _build_index(rules: tuple) -> dict:
     """event name -> (rules to scan, {path: {equality key: rules}}, {path: (rules by glob prefix, prefix
-    lengths, all those rules)})."""
+    lengths, all those rules)}), each rule as (position, rule, condition to test). A rule found in an
+    equality bucket is tested without that field's check when the bucket says all of it (a plain value
+    or `in`): it holds, so the first failing check, and so the verdict, is the same."""
     by_event: dict[str, tuple[list, dict, dict]] = {}
     for position, rule in enumerate(rules):
         if not rule.enabled:
@@ -89,20 +92,21 @@ def _build_index(rules: tuple) -> dict:
         for name in rule.events:
             scan, index, globs = by_event.setdefault(name, ([], {}, {}))
             if key is not None:
-                path, keys = key
+                path, keys, rest = key
                 buckets = index.setdefault(path, {})
                 for k in keys:
-                    buckets.setdefault(k, []).append((position, rule))
+                    buckets.setdefault(k, []).append((position, rule, rest))
             elif glob is not None:
                 globs.setdefault(glob[0], []).append((position, rule, glob[1]))
             else:
-                scan.append((position, rule))
+                scan.append((position, rule, rule.condition))
     for scan, index, globs in by_event.values():
         for path, members in list(globs.items()):
             by_prefix: dict[str, list] = {}
             for position, rule, pattern in members:
-                by_prefix.setdefault(_literal_prefix(pattern.source), []).append((position, rule))
-            globs[path] = (by_prefix, sorted({len(p) for p in by_prefix}), [(pos, rule) for pos, rule, _ in members])
+                by_prefix.setdefault(_literal_prefix(pattern.source), []).append((position, rule, rule.condition))
+            globs[path] = (by_prefix, sorted({len(p) for p in by_prefix}),
+                           [(pos, rule, rule.condition) for pos, rule, _ in members])
     return by_event
 
 
@@ -128,17 +132,24 @@ def _glob_key(condition: Any) -> tuple[str, Pattern] | None:
     return None
 
 
-def _index_key(condition: Any) -> tuple[str, frozenset] | None:
-    """(path, equality keys) when the condition requires that field to equal one of a few values."""
+def _index_key(condition: Any) -> tuple[str, frozenset, Any] | None:
+    """(path, equality keys, the condition left to test on a bucket hit) when the condition requires that
+    field to equal one of a few values."""
     parts = condition.conditions if isinstance(condition, AllConditions) else (condition,)
     best = None
     for part in parts:
         if not isinstance(part, FieldCondition) or part.path not in INDEXED_FIELDS:
             continue
         keys = _equality_keys(part.matcher)
-        if keys is not None and (best is None or INDEXED_FIELDS.index(part.path) < INDEXED_FIELDS.index(best[0])):
-            best = (part.path, keys)
-    return best
+        if keys is not None and (best is None or INDEXED_FIELDS.index(part.path) < INDEXED_FIELDS.index(best[0].path)):
+            best = (part, keys)
+    if best is None:
+        return None
+    part, keys = best
+    if not isinstance(part.matcher, (Equals, In)):  # the bucket says only part of the check: test all of it
+        return part.path, keys, condition
+    rest = tuple(p for p in parts if p is not part)
+    return part.path, keys, rest[0] if len(rest) == 1 else AllConditions(rest, getattr(condition, "line", 0))
 
 
 def _equality_keys(matcher: Any) -> frozenset | None:
