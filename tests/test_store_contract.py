@@ -319,6 +319,27 @@ def test_reserve_slot_never_exceeds_the_rate_in_any_window(store):
     assert store.reserve_slot("other", 10, T0) == T0, "accounts are paced separately"
 
 
+def test_reserve_slot_from_many_threads_at_once_gives_each_its_own_slot_an_interval_apart(store):
+    """Reservations race from 8 threads (on PostgreSQL, 8 pooled connections): the row's lock serialises them,
+    so no two calls share a slot and consecutive slots are the interval apart."""
+    slots: list[float] = []
+    lock = threading.Lock()
+
+    def reserve():
+        mine = [store.reserve_slot("racing", 100, T0) for _ in range(15)]
+        with lock:
+            slots.extend(mine)
+
+    threads = [threading.Thread(target=reserve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slots.sort()
+    assert len(slots) == 120 and slots[0] == T0
+    assert all(abs(b - a - 1.05 / 100) < 1e-6 for a, b in zip(slots, slots[1:])), slots
+
+
 def test_failed_before_follows_one_rules_actions_of_one_delivery(store):
     other_rule = PlannedAction(rule="other", kind="livestream.stop", method="PATCH", path="/meetings/1/livestream/status",
                                body={"action": "stop"}, order_key="meetings/1", account="acc")

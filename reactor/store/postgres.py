@@ -1,7 +1,7 @@
 """The shared store: PostgreSQL through a psycopg 3 connection pool.
 
 Claims take `FOR UPDATE SKIP LOCKED`, dedup is a unique constraint with ON CONFLICT DO NOTHING,
-pacing is serialised per account by a transaction-scoped advisory lock, and committed work is
+pacing is serialised per account by its row's lock (one upsert), and committed work is
 announced with NOTIFY so every dispatcher wakes at once (polling is only the fallback).
 """
 from __future__ import annotations
@@ -160,9 +160,6 @@ class PostgresStore(SQLStore):
         with self.transaction(durable=False) as conn:
             rows = self.run(conn, _SWEEP + " FOR UPDATE SKIP LOCKED", (received_before, limit)).fetchall()
             return self.ingest_in(conn, decide([_inbox_row(r) for r in rows]))
-
-    def lock_pacing(self, conn, account: str) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("reactor-pacing:" + account,))
 
     def announce(self, conn) -> None:
         conn.execute(f"NOTIFY {CHANNEL}")
