@@ -128,14 +128,15 @@ class Proxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
-        listener, self._listener = self._listener, None
-        _close(listener)
         with self._lock:
+            listener, self._listener = self._listener, None
             sockets, self._sockets = self._sockets, []
+        _close(listener)
         for sock in sockets:
             _close(sock)
 
@@ -152,7 +153,13 @@ class Proxy:
                 _close(client)
                 continue
             with self._lock:
-                self._sockets += [client, upstream]
+                live = self._listener is listener
+                if live:
+                    self._sockets += [client, upstream]
+            if not live:  # accepted just before a cut: a connection must not outlive the cut it raced
+                _close(client)
+                _close(upstream)
+                return
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
