@@ -400,6 +400,16 @@ def test_a_large_rule_set_is_compacted_with_no_parsing_value_left_in_the_value_c
     assert [r.name for r in rules.matching(ev({"id": 80_000_000_007}))] == ["r7"]
 
 
+def test_a_pattern_written_again_is_compiled_once_and_still_warned_about_at_each_rule(tmp_path):
+    (tmp_path / "r.yaml").write_text("rules:\n" + "".join(
+        f"  - name: r{n}\n    on: meeting.started\n    when: {{topic: {{glob: '*[private]*'}}, id: {n}}}\n"
+        "    do: [livestream.start]\n" for n in range(3)))
+    rules = load_rules(tmp_path)
+    patterns = {id(r.condition.conditions[0].matcher) for r in rules.rules}
+    assert len(patterns) == 1
+    assert [w.split(":")[1] for w in rules.warnings] == ["4", "8", "12"], rules.warnings
+
+
 def test_equal_matchers_are_one_object_and_look_alike_values_are_not_merged(tmp_path):
     """Rules written from one template share their matchers (a worker with the bench's 10,000 rules: 83 ->
     71 MB); values Python calls equal but rules keep apart (1, 1.0, true, '1') keep their own."""

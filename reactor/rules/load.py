@@ -273,20 +273,26 @@ class _Parser(ActionParser, ExampleParser):
             self.problem(line, f"{path!r} is not a field path: use dotted names such as topic or participant.email")
         self.check_field(path, line, where)
         matcher = self.parse_matcher(value, parent.raw.get(path), line, path)
-        # One object for every equal matcher (by type and repr: Equals(1) and Equals(True) are equal
-        # dataclasses, not equal matchers): 10,000 rules written from a few templates share a few hundred.
-        matcher = self.matchers.setdefault((type(matcher), repr(matcher)), matcher)
         return FieldCondition(path, matcher, line)
+
+    def intern(self, matcher):
+        """One object for every equal matcher: 10,000 rules written from a few templates share a few
+        hundred (less memory, and a pattern is compiled once)."""
+        try:
+            return self.matchers.setdefault(_matcher_key(matcher), matcher)
+        except TypeError:  # a value that cannot be a key (none of YAML's scalars): kept as it is
+            return matcher
 
     def parse_matcher(self, value: Any, raw: str | None, line: int, path: str):
         if isinstance(value, LList):
             items = [self.scalar(v, value.line_of(i), path) for i, v in enumerate(value)]
-            return In(tuple(_as_written(v, None) for v in items))
+            return self.intern(In(tuple(_as_written(v, None) for v in items)))
         if isinstance(value, LMap):
             if not value:
                 self.problem(line, f"{path}: an empty matcher: give a value or operators such as glob")
-            return AllOf(tuple(self.parse_operator(op, v, value, path) for op, v in value.items()))
-        return Equals(_as_written(self.scalar(value, line, path), raw))
+            return self.intern(AllOf(tuple(self.intern(self.parse_operator(op, v, value, path))
+                                           for op, v in value.items())))
+        return self.intern(Equals(_as_written(self.scalar(value, line, path), raw)))
 
     def parse_operator(self, op: str, value: Any, node: LMap, path: str):
         line = node.line_of(op)
@@ -304,6 +310,11 @@ class _Parser(ActionParser, ExampleParser):
                 return Equals(None)
             if len(text) > MAX_PATTERN:
                 self.problem(line, f"{path}: the {op} pattern is longer than {MAX_PATTERN} characters")
+            known = self.matchers.get((Pattern, op, text))
+            if known is not None:  # compiled for an earlier rule
+                if op == "glob":
+                    self.check_glob_classes(text, line, path)
+                return known
             try:
                 if op == "glob":
                     import fnmatch
@@ -415,6 +426,25 @@ def _day_hint(item: Any) -> str:
     if ranged and ranged.group(1) in DAY_NAMES and ranged.group(2) in DAY_NAMES:
         return f" (did you mean '{ranged.group(1)}-{ranged.group(2)}'?)"
     return suggest(text, DAY_NAMES)
+
+
+def _matcher_key(matcher: Any) -> tuple:
+    """What makes two matchers one: the type and each field, a value with its type (Equals(1) and
+    Equals(True) are equal dataclasses, not equal matchers; a bound keeps the digits it was written
+    with, which its reason shows); a nested matcher is already interned, so its identity."""
+    if isinstance(matcher, AllOf):
+        return AllOf, tuple(map(id, matcher.matchers))
+    if isinstance(matcher, NotMatcher):
+        return NotMatcher, id(matcher.inner)
+    if isinstance(matcher, Pattern):
+        return Pattern, matcher.op, matcher.source
+    if isinstance(matcher, Compare):
+        return Compare, matcher.op, str(matcher.bound)
+    if isinstance(matcher, Equals):
+        return Equals, type(matcher.value), matcher.value
+    if isinstance(matcher, In):
+        return In, tuple((type(v), v) for v in matcher.values)
+    return type(matcher), repr(matcher)  # Contains, Exists
 
 
 def _as_written(value: Any, raw: str | None) -> Any:
