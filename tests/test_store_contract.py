@@ -336,7 +336,7 @@ def test_reserve_slot_from_many_threads_at_once_gives_each_its_own_slot_an_inter
     for thread in threads:
         thread.join()
     slots.sort()
-    assert len(slots) == 120 and slots[0] == T0
+    assert len(slots) == 120 and slots[0] == T0 and all(type(slot) is float for slot in slots)
     assert all(abs(b - a - 1.05 / 100) < 1e-6 for a, b in zip(slots, slots[1:])), slots
 
 

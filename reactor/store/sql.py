@@ -217,7 +217,7 @@ class SQLStore(GroupCommit, Store):
         which at 200 calls a second left the dispatchers behind)."""
         interval = (1 + margin) / rate
         with self.transaction(durable=False) as conn:
-            return self.run(conn, _RESERVE, (account, now, interval, interval)).fetchone()["slot"]
+            return float(self.run(conn, _RESERVE, (account, now, interval, interval)).fetchone()["slot"])  # SQLite: 100, not 100.0
 
     def extend(self, job: Job, owner: str, now: float, lease_seconds: float) -> bool:
         with self.transaction(durable=False) as conn:
