@@ -51,8 +51,9 @@ class Event:
     body: dict            # the whole parsed body
     dedup_key: str
     ts_note: str = ""      # why event_ts was not used, when it was sent but is not plausible milliseconds
-    # what rules read of this event, by path (and how verdicts show it): many candidate rules read the same
-    # few fields. A new Event (dataclasses.replace) starts empty; the body is never changed once parsed.
+    # what rules read of this event, by path (and how verdicts show it, and whether it passes each shared
+    # matcher): many candidate rules read the same few fields. A new Event (dataclasses.replace) starts
+    # empty; the body is never changed once parsed.
     cache: dict = dataclass_field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property

@@ -428,3 +428,8 @@ def test_equal_matchers_are_one_object_and_look_alike_values_are_not_merged(tmp_
 
     assert [r.name for r in rules.matching(ev({"host_id": "h0", "duration": 300, "type": True}))] == ["r2", "r6"]
     assert [r.name for r in rules.matching(ev({"host_id": "h1", "duration": 300, "type": 1}))] == ["r1", "r3", "r5", "r7"]
+    short = ev({"host_id": "h0", "duration": 60, "type": True})
+    assert [str(v.failure) for v in rules.evaluate(short)] == [f"duration should be > 240: saw 60 (line {4 * n + 4})"
+                                                              for n in (0, 2, 4, 6)]
+    shared = [k for k in short.cache if isinstance(k, tuple) and k[0] == next(iter(bound))]
+    assert shared == [(next(iter(bound)), "duration")], "the shared bound is tested once for the four rules"

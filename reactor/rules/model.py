@@ -314,9 +314,15 @@ class FieldCondition:
     line: int = 0
 
     def failure(self, event: Event) -> Failure | None:
-        seen = event.field(self.path)
-        if self.matcher.test(seen):
+        # Rules written from one template share their matchers (rules.load interns them): whether this
+        # field passes this matcher is worked out once per event, not once per candidate rule.
+        key = (id(self.matcher), self.path)
+        held = event.cache.get(key)
+        if held is None:
+            held = event.cache[key] = self.matcher.test(event.field(self.path))
+        if held:
             return None
+        seen = event.field(self.path)
         shown = event.cache.get(("shown", self.path))
         if shown is None:
             shown = event.cache[("shown", self.path)] = show(seen, self.path)
