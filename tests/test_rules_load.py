@@ -433,3 +433,18 @@ def test_equal_matchers_are_one_object_and_look_alike_values_are_not_merged(tmp_
                                                               for n in (0, 2, 4, 6)]
     shared = [k for k in short.cache if isinstance(k, tuple) and k[0] == next(iter(bound))]
     assert shared == [(next(iter(bound)), "duration")], "the shared bound is tested once for the four rules"
+    assert short.cache[shared[0]][1] is False
+
+
+def test_a_shared_result_is_read_only_for_the_matcher_that_made_it(tmp_path):
+    """An id is unique only while its object lives: an entry left under a matcher's id by another matcher (one
+    freed since, its id reused, as an event explained again after a reload could see) is not taken as this one's."""
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: long\n    on: meeting.started\n    when: {duration: {gt: 240}}\n"
+                                     "    do: [livestream.start]\n")
+    rules = load_rules(tmp_path)
+    from tests.test_rules_match import ev
+
+    short = ev({"duration": 60})
+    bound = rules.rules[0].condition.matcher
+    short.cache[(id(bound), "duration")] = (object(), True)  # another matcher's result under a reused id
+    assert [str(v.failure) for v in rules.evaluate(short)] == ["duration should be > 240: saw 60 (line 4)"]

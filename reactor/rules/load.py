@@ -278,10 +278,7 @@ class _Parser(ActionParser, ExampleParser):
     def intern(self, matcher):
         """One object for every equal matcher: 10,000 rules written from a few templates share a few
         hundred (less memory, and a pattern is compiled once)."""
-        try:
-            return self.matchers.setdefault(_matcher_key(matcher), matcher)
-        except TypeError:  # a value that cannot be a key (none of YAML's scalars): kept as it is
-            return matcher
+        return self.matchers.setdefault(_matcher_key(matcher), matcher)
 
     def parse_matcher(self, value: Any, raw: str | None, line: int, path: str):
         if isinstance(value, LList):
@@ -310,7 +307,7 @@ class _Parser(ActionParser, ExampleParser):
                 return Equals(None)
             if len(text) > MAX_PATTERN:
                 self.problem(line, f"{path}: the {op} pattern is longer than {MAX_PATTERN} characters")
-            known = self.matchers.get((Pattern, op, text))
+            known = self.matchers.get(_pattern_key(op, text))
             if known is not None:  # compiled for an earlier rule
                 if op == "glob":
                     self.check_glob_classes(text, line, path)
@@ -437,7 +434,7 @@ def _matcher_key(matcher: Any) -> tuple:
     if isinstance(matcher, NotMatcher):
         return NotMatcher, id(matcher.inner)
     if isinstance(matcher, Pattern):
-        return Pattern, matcher.op, matcher.source
+        return _pattern_key(matcher.op, matcher.source)
     if isinstance(matcher, Compare):
         return Compare, matcher.op, str(matcher.bound)
     if isinstance(matcher, Equals):
@@ -445,6 +442,11 @@ def _matcher_key(matcher: Any) -> tuple:
     if isinstance(matcher, In):
         return In, tuple((type(v), v) for v in matcher.values)
     return type(matcher), repr(matcher)  # Contains, Exists
+
+
+def _pattern_key(op: str, source: str) -> tuple:
+    """A glob's or regex's key among the interned matchers (looked up before compiling it again)."""
+    return Pattern, op, source
 
 
 def _as_written(value: Any, raw: str | None) -> Any:

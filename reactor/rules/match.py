@@ -149,7 +149,7 @@ def _index_key(condition: Any) -> tuple[str, frozenset, Any] | None:
     if not isinstance(part.matcher, (Equals, In)):  # the bucket says only part of the check: test all of it
         return part.path, keys, condition
     rest = tuple(p for p in parts if p is not part)
-    return part.path, keys, rest[0] if len(rest) == 1 else AllConditions(rest, getattr(condition, "line", 0))
+    return part.path, keys, rest[0] if len(rest) == 1 else AllConditions(rest, condition.line)
 
 
 def _equality_keys(matcher: Any) -> frozenset | None:

@@ -316,11 +316,13 @@ class FieldCondition:
     def failure(self, event: Event) -> Failure | None:
         # Rules written from one template share their matchers (rules.load interns them): whether this
         # field passes this matcher is worked out once per event, not once per candidate rule.
+        # The entry keeps its matcher: an id is only unique while its object lives (an event explained
+        # against rules reloaded meanwhile must not read a freed matcher's result under a reused id).
         key = (id(self.matcher), self.path)
         held = event.cache.get(key)
-        if held is None:
-            held = event.cache[key] = self.matcher.test(event.field(self.path))
-        if held:
+        if held is None or held[0] is not self.matcher:
+            held = event.cache[key] = (self.matcher, self.matcher.test(event.field(self.path)))
+        if held[1]:
             return None
         seen = event.field(self.path)
         shown = event.cache.get(("shown", self.path))
