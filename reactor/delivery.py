@@ -24,7 +24,7 @@ class NewDelivery:
     event_ts_ms: int            # the event's time (event_ts, else the receipt time)
     received_at: float
     body: dict                  # already redacted
-    verdicts: list              # [{"rule": name, "matched": bool, "why": str}]
+    verdicts: str               # JSON: [{"rule": name, "matched": bool, "why": str}] (rules.match.encode_verdicts)
     order_key: str = ""        # Target.key of the event's meeting or webinar, "" when none
     confirms: str = ""         # for live_streaming_started/stopped: "livestream.start" / "livestream.stop"
     instance: str = ""         # the meeting or webinar instance (payload.object.uuid), "" when none

@@ -18,6 +18,7 @@ from .delivery import NewDelivery
 from .errors import StoreError
 from .logs import log
 from .receive import REACTOR_NOTE, Admitted, Delivery, decide
+from .rules.match import encode_verdict, encode_verdicts
 
 BATCH = 500           # deliveries stored per transaction at most
 GATHER = 0.1          # under load, seconds an ingest waits after the previous one, so that one transaction takes
@@ -145,7 +146,7 @@ class Ingester:
                 log(warning, 30, event=record.event, delivery=seq)
             log("duplicate" if result.duplicate else "accepted", event=record.event, account=record.account, delivery=seq,
                 first=result.delivery_id if result.duplicate else None, target=record.order_key,
-                matched=[v["rule"] for v in record.verdicts if v["matched"]], actions=len(result.job_ids),
+                matched=list(d.matched), actions=len(result.job_ids),
                 stored_ms=round((now - record.received_at) * 1000, 1))
             metrics.ingested(record.event, "duplicate" if result.duplicate else "stored", now - record.received_at)
         if jobs:
@@ -169,5 +170,5 @@ def _decide_or_note(source, received_at: float, rules, accounts, action_deadline
         key, account = (source.event.dedup_key, source.account) if isinstance(source, Admitted) else source[1:]
         record = NewDelivery(dedup_key=f"unprocessed:{key}", event="(unprocessed)", account=account,
                              event_ts_ms=int(received_at * 1000), received_at=received_at, body={},
-                             verdicts=[{"rule": REACTOR_NOTE, "matched": False, "why": why}])
+                             verdicts=encode_verdicts([encode_verdict(REACTOR_NOTE, False, why)]))
         return Delivery(record, [], deadline=received_at)

@@ -27,6 +27,7 @@ from .errors import StoreError, ZoomError
 from .logs import log
 from .plan import PlannedAction
 from .retry_policy import Answer
+from .rules.match import encode_verdict, encode_verdicts
 
 TIMEOUT = (5, 10)          # connect, read seconds
 ALERT_URL_SETTING = "REACTOR_ALERT_URL"  # what an alert job holds as its path: the setting's name
@@ -104,7 +105,7 @@ def queue_alert(store, settings, key: str, text: str, now: float, about: dict) -
     action = alert_action(key, text)
     delivery = NewDelivery(dedup_key=key, event="reactor.alert", event_ts_ms=int(now * 1000), received_at=now,
                            body={"alert": key, **about},
-                           verdicts=[{"rule": ALERT_RULE, "matched": True, "why": key}], order_key=key)
+                           verdicts=encode_verdicts([encode_verdict(ALERT_RULE, True, key)]), order_key=key)
     accepted = store.accept(delivery, [action], now + settings.action_deadline)
     if not accepted.duplicate:
         log("alert queued", alert=key, delivery=accepted.delivery_id)

@@ -13,7 +13,7 @@ from .errors import PayloadError
 from .events import Event, event_from_body, parse_body
 from .plan import PlannedAction, Skipped, plan
 from .redact import redact
-from .rules.match import RuleSet
+from .rules.match import RuleSet, encode_verdict, encode_verdicts
 from .signature import url_validation_answer
 
 
@@ -42,6 +42,7 @@ class Delivery:
     actions: list[PlannedAction]
     deadline: float
     warnings: tuple[str, ...] = field(default=())  # for the log; each is also a note in record.verdicts
+    matched: tuple[str, ...] = field(default=())   # the names of the rules that matched, for the log
 
 
 REACTOR_NOTE = "(reactor)"  # the `rule` of a verdict that is reactor's note on the delivery, not a rule's
@@ -86,23 +87,21 @@ def decide(admitted: Admitted | tuple[str, str, str], received_at: float, *, rul
     if event.ts_note:  # rules (`during`) and the deadline see the receipt time; the body keeps what was sent
         event = replace(event, ts_ms=int(received_at * 1000))
         notes.append(event.ts_note)
-    verdicts = rules.evaluate(event, account.name)
-    matched = [v.rule for v in verdicts if v.matched]
     foreign = foreign_note(account, event)  # a note (and a warning) too: the rules need not have matched
+    matched, shown = rules.encoded(event, account.name, matched_why=foreign)
     if foreign:
         notes.append(foreign)
     actions, skipped = ([], []) if foreign else plan(event, matched, account.name)
-    shown = _verdicts(verdicts, skipped)
-    if foreign:
-        shown = [{**v, "why": foreign} if v["matched"] else v for v in shown]
-    shown += [{"rule": REACTOR_NOTE, "matched": False, "why": note} for note in notes]
+    shown += [encode_verdict(s.rule, True, f"{s.kind} skipped: {s.reason}") for s in skipped]
+    shown += [encode_verdict(REACTOR_NOTE, False, note) for note in notes]
     event_ms = event.ts_ms if event.ts_ms is not None else int(received_at * 1000)
     record = NewDelivery(
         dedup_key=event.dedup_key, event=event.name, event_ts_ms=event_ms, received_at=received_at,
-        body=event.body, body_text=text, verdicts=shown,
+        body=event.body, body_text=text, verdicts=encode_verdicts(shown),
         order_key=event.order_key, confirms=event.confirms, instance=event.instance,
         topic=_topic(event.field("topic")), account=account.name)
-    return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes))
+    return Delivery(record, actions, deadline=event_ms / 1000 + action_deadline, warnings=tuple(notes),
+                    matched=tuple(r.name for r in matched))
 
 
 def _event(text: str, dedup_key: str) -> Event:
@@ -116,9 +115,3 @@ def _topic(value) -> str:
     if not isinstance(value, str):
         return ""
     return value.replace("\x00", "")[:300].encode("utf-8", "replace").decode("utf-8")
-
-
-def _verdicts(verdicts, skipped: list[Skipped]) -> list[dict]:
-    out = [{"rule": v.rule.name, "matched": v.matched, "why": "" if v.matched else str(v.failure)} for v in verdicts]
-    out += [{"rule": s.rule, "matched": True, "why": f"{s.kind} skipped: {s.reason}"} for s in skipped]
-    return out

@@ -235,9 +235,9 @@ def test_the_store_lists_each_cause_until_its_alert_is_queued(make_store, tmp_pa
     now = time.time()
     start = PlannedAction("r", "livestream.start", "PATCH", "/meetings/1/livestream/status", {}, "meetings/1", "a")
     body = {"payload": {"object": {"id": 1, "topic": "Town Hall"}}}
-    store.accept(NewDelivery("k1", "meeting.started", int(now * 1000), now, body, [], "meetings/1", "", "i1"),
+    store.accept(NewDelivery("k1", "meeting.started", int(now * 1000), now, body, "[]", "meetings/1", "", "i1"),
                  [start], now + 600)
-    store.accept(NewDelivery("k2", "meeting.started", int(now * 1000), now, body, [], "meetings/2", "", "i2"),
+    store.accept(NewDelivery("k2", "meeting.started", int(now * 1000), now, body, "[]", "meetings/2", "", "i2"),
                  [start.__class__(**{**start.to_dict(), "order_key": "meetings/2"})], now + 600)
     dead = store.claim("o", now, 60)
     store.finish(dead, "o", Attempt(now, "dead", 404, 3001, "Zoom answered 404 code 3001: gone", sent={}), "dead")

@@ -15,7 +15,7 @@ def test_history_filters_by_since_and_meeting_and_prints_json(make_server, tmp_p
     store = open_store(url)
     try:  # a delivery received three hours ago, through the store's own accept
         old = store.accept(NewDelivery("old-1", "meeting.started", int((time.time() - 3 * 3600) * 1000),
-                                       time.time() - 3 * 3600, {"event": "meeting.started"}, [],
+                                       time.time() - 3 * 3600, {"event": "meeting.started"}, "[]",
                                        "meetings/71000000001"), [], time.time())
     finally:
         store.close()

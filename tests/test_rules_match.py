@@ -7,6 +7,7 @@ import pytest
 from reactor.events import event_from_body
 from reactor.plan import plan
 from reactor.rules.load import load_rules
+from reactor.rules.match import encode_verdict
 
 
 # On participant_joined too, so that participant.* paths are fields the rule's events carry.
@@ -346,3 +347,50 @@ def test_file_level_unless_excludes_in_matching_and_the_index_agrees(tmp_path):
     [verdict, *_] = rules.explain(ev({"host_id": "blocked"}))
     assert str(verdict.failure).startswith(f"excluded by file-level unless ({path}:1): any of (topic contains "
                                            "'[private]'; host_id equals 'blocked')")
+
+
+def history_verdicts(rules, event, account=None, matched_why=""):
+    """What evaluate() says, as the history stores it: the rules that matched, and each verdict's text."""
+    verdicts = rules.evaluate(event, account)
+    return ([v.rule for v in verdicts if v.matched],
+            [encode_verdict(v.rule.name, v.matched, matched_why if v.matched else str(v.failure)) for v in verdicts])
+
+
+def test_the_history_verdicts_are_those_evaluate_gives_word_for_word(tmp_path):
+    """encoded() (what the ingester stores) tests rules with the same checks once, as a group, and writes a
+    miss as its rule's text around the value seen: every verdict is still evaluate()'s, in file order."""
+    rules_text = ["rules:"]
+    whens = ["{host_id: h1, duration: {gt: 240}}"] * 3 + [  # a template: one group
+        "{host_id: h1, duration: {gt: 240}, type: 8}", "{host_id: h1, type: 8, duration: {gt: 240}}",  # parts' order
+        "{host_id: h1, topic: {glob: 'Town*'}}", "{topic: {glob: 'Town*'}}", "{topic: {glob: 'Town*Series 2'}}",
+        "{topic: {regex: 'Hall'}, duration: {lte: 60}}", "{any: [{host_id: h2}, {duration: {gt: 1}}]}",
+        "{not: {host_id: h1}}", "{host_email: {contains: EXAMPLE}}", "{password: {exists: false}}",
+        "{payload.object.password: {exists: true}}", "{settings: {exists: true}, host_id: h1}", "",
+        "{all: [{host_id: h1}, {all: [{type: 8}]}], duration: {gt: 240}}"]
+    names = ["plain", 'quote \\" and \\\\ backslash', "Ünïcödé ✓", "emoji 🎥", "\\0seen\\0 in the name", "tab\\there"]
+    for n, when in enumerate(whens):
+        name = names[n % len(names)]
+        rules_text += [f'  - name: "{name} {n}"', "    on: [meeting.started, meeting.participant_joined]",
+                       f"    when: {when}" if when else "    # no when: every event", "    do: [livestream.start]"]
+        if n in (1, 6):
+            rules_text.append("    account: [emea]")
+    (tmp_path / "a.yaml").write_text("\n".join(rules_text) + "\n")  # and the same rules under a file-level unless
+    (tmp_path / "b.yaml").write_text("unless: {topic: {contains: '[private]'}}\n" + "\n".join(rules_text).replace('name: "', 'name: "b ') + "\n")
+    rules = load_rules(tmp_path, accounts=("emea", "apac"))
+    topics = ["Town Hall Series 2", "town hall", "Weekly [Private]", "Ŧown ✓ " * 20, "\ud83d cut", 42, None, "ſeries"]
+    events = [ev({"host_id": host, "duration": duration, "topic": topic, "type": 2 if duration == 300 else 8,
+                  "password": "s3cret", "settings": {"password": "p"}})
+              for host in ("h1", "h2") for duration in (30, 60, 300, "300", None) for topic in topics]
+    events += [ev({"host_id": "h1"}, name="meeting.participant_joined"), ev({"topic": {"nested": [1]}})]
+    seen = set()
+    for event in events:
+        for account in (None, "emea", "apac"):
+            for why in ("", "another account's event"):
+                expected = history_verdicts(rules, event, account, why)
+                assert rules.encoded(event, account, why) == expected, (event.body, account)
+                seen.update(json.loads(text)["why"].split(":")[0] for text in expected[1])
+    assert {"duration should be > 240", "type should equal '8'", "any", "not", "topic should match glob 'Town*'",
+            "password should not exist", "the event is account apac's, the rule is for emea",
+            "excluded by file-level unless (" + str(tmp_path / "b.yaml")} <= seen
+    assert any("<redacted>" in text for text in history_verdicts(rules, events[0])[1]), "a secret is shown redacted"
+

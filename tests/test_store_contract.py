@@ -1,4 +1,5 @@
 """The store contract (reactor/store/contract.py), run against every backend."""
+import json
 import threading
 import time
 
@@ -23,7 +24,7 @@ def store(request, tmp_path):
 def delivery(key: str, order_key="meetings/1", ts_ms=1_800_000_000_000, confirms="", event="meeting.started",
              instance="instance-1"):
     return NewDelivery(dedup_key=key, event=event, event_ts_ms=ts_ms, received_at=T0, body={"event": event},
-                       verdicts=[{"rule": "r", "matched": True, "why": ""}], order_key=order_key, confirms=confirms,
+                       verdicts='[{"rule": "r", "matched": true, "why": ""}]', order_key=order_key, confirms=confirms,
                        instance=instance)
 
 
@@ -383,8 +384,8 @@ def test_retry_chain_brings_back_the_rules_later_actions_and_says_why_not(store)
 
 def console_delivery(key, n, event="meeting.started", meeting="1", topic="Weekly sync", instance=None, at=T0):
     return NewDelivery(dedup_key=key, event=event, event_ts_ms=int(at * 1000) + n, received_at=at,
-                       body={"event": event}, verdicts=[{"rule": "r", "matched": True, "why": ""},
-                                                        {"rule": "other", "matched": False, "why": "no"}],
+                       body={"event": event}, verdicts=json.dumps([{"rule": "r", "matched": True, "why": ""},
+                                                                   {"rule": "other", "matched": False, "why": "no"}]),
                        order_key=f"meetings/{meeting}", instance=instance or f"inst-{key}", topic=topic)
 
 

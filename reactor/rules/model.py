@@ -155,7 +155,7 @@ class Pattern:
     compiled: Any = field(repr=False, compare=False)  # re.Pattern (glob) or an RE2 regexp (regex)
 
     def test(self, seen: Any) -> bool:
-        text = pattern_text(seen)
+        text = seen[:REGEX_INPUT_LIMIT] if type(seen) is str else pattern_text(seen)  # (a call less for text)
         if text is None:
             return False
         if self.op == "glob":
@@ -312,23 +312,35 @@ class FieldCondition:
     path: str
     matcher: Any
     line: int = 0
+    key: tuple = field(init=False, repr=False, compare=False)  # its result's key in the event's cache
+    test: Any = field(init=False, repr=False, compare=False)  # the matcher's test (a lone operator's own)
 
-    def failure(self, event: Event) -> Failure | None:
+    def __post_init__(self):
+        object.__setattr__(self, "key", (id(self.matcher), self.path))
+        alone = type(self.matcher) is AllOf and len(self.matcher.matchers) == 1
+        object.__setattr__(self, "test", (self.matcher.matchers[0] if alone else self.matcher).test)
+
+    def holds(self, event: Event) -> bool:
         # Rules written from one template share their matchers (rules.load interns them): whether this
         # field passes this matcher is worked out once per event, not once per candidate rule.
         # The entry keeps its matcher: an id is only unique while its object lives (an event explained
         # against rules reloaded meanwhile must not read a freed matcher's result under a reused id).
-        key = (id(self.matcher), self.path)
-        held = event.cache.get(key)
+        held = event.cache.get(self.key)
         if held is None or held[0] is not self.matcher:
-            held = event.cache[key] = (self.matcher, self.matcher.test(event.field(self.path)))
-        if held[1]:
+            held = event.cache[self.key] = (self.matcher, self.test(event.field(self.path)))
+        return held[1]
+
+    def failure(self, event: Event) -> Failure | None:
+        if self.holds(event):
             return None
-        seen = event.field(self.path)
+        return Failure(self.should, self.path, self.shown(event), self.line)
+
+    def shown(self, event: Event) -> str:
+        """The field's value as a failure shows it (worked out once per event)."""
         shown = event.cache.get(("shown", self.path))
         if shown is None:
-            shown = event.cache[("shown", self.path)] = show(seen, self.path)
-        return Failure(self.should, self.path, shown, self.line)
+            shown = event.cache[("shown", self.path)] = show(event.field(self.path), self.path)
+        return shown
 
     @cached_property
     def should(self) -> str:

@@ -16,7 +16,7 @@ def delivery_row(delivery: NewDelivery, delivery_id: int | None = None) -> dict:
     return {"id": delivery_id, "dedup_key": delivery.dedup_key, "event": delivery.event, "event_ts": delivery.event_ts_ms,
             "order_key": delivery.order_key, "instance": delivery.instance, "received_at": delivery.received_at,
             "topic": delivery.topic[:TOPIC_CHARS], "account": delivery.account,
-            "body": delivery.body_text or json.dumps(delivery.body), "verdicts": json.dumps(delivery.verdicts)}
+            "body": delivery.body_text or json.dumps(delivery.body), "verdicts": delivery.verdicts}
 
 
 def job_rows(delivery: NewDelivery, actions: list[PlannedAction], deadline: float) -> list[dict]:
