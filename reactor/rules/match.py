@@ -102,13 +102,14 @@ class RuleSet:
         value seen, encoded once per event: no Failure, Verdict or dict is made for it."""
         found: list[tuple[int, str]] = []
         matched: list[tuple[int, Rule]] = []
+        seen_json: dict[str, str] = {}  # path -> the value seen, as a miss's verdict shows it, JSON-escaped
         compiled = self._groups
         for entries in self._lists(event):
             groups = compiled.get(id(entries))  # the lists live as long as the rule set: their ids are theirs
             if groups is None:
                 groups = compiled[id(entries)] = _group(entries)
-            for parts, members in groups:
-                if parts is None:  # tested one by one
+            for checks, members in groups:
+                if checks is None:  # tested one by one
                     for position, rule, condition in members:
                         failure = rule.account_failure(account) or condition.failure(event)
                         if failure is None:
@@ -116,20 +117,23 @@ class RuleSet:
                         found.append((position, encode_verdict(rule.name, failure is None,
                                                                matched_why if failure is None else str(failure))))
                     continue
-                for n, part in enumerate(parts):
-                    if type(part) is FieldCondition:
-                        if part.test(event.field(part.path)):  # (a group is tested once: no need of the event's cache)
+                for n, path, test, part in checks:
+                    if test is None:  # not a field check
+                        failure = part.failure(event)
+                        if failure is None:
                             continue
-                        seen = _seen_json(part, event)
-                        for position, _, texts in members:
-                            found.append((position, texts[n][0] + seen + texts[n][1]))
-                        break
-                    failure = part.failure(event)
-                    if failure is not None:
                         why = str(failure)
                         for position, rule, _ in members:
                             found.append((position, encode_verdict(rule.name, False, why)))
                         break
+                    if test(event.field(path)):  # (a group is tested once: no need of the event's cache)
+                        continue
+                    seen = seen_json.get(path)
+                    if seen is None:
+                        seen = seen_json[path] = json.dumps(part.shown(event))[1:-1]
+                    for position, _, texts in members:
+                        found.append((position, texts[n][0] + seen + texts[n][1]))
+                    break
                 else:
                     for position, rule, _ in members:
                         matched.append((position, rule))
@@ -157,9 +161,10 @@ def _position(entry: tuple) -> int:
 def _group(entries: list) -> tuple:
     """An index list's candidates as encoded() tests them: those whose conditions are the same checks
     (all of them, in the same order: a field check the same matcher on the same path, any other check the
-    same object, such as a file's `unless`), and so fail on the same first check, as one group: (the
-    checks, their members as (position, rule, _texts())); the others, each tested on its own, as (None,
-    their entries)."""
+    same object, such as a file's `unless`), and so fail on the same first check, as one group: (its
+    checks as (n, path, the matcher's test, the check), or (n, None, None, the check) for one not on a
+    field; its members as (position, rule, _texts())); the others, each tested on its own, as (None, their
+    entries)."""
     groups: dict[tuple, tuple] = {}
     alone = []
     for position, rule, condition in entries:
@@ -170,7 +175,8 @@ def _group(entries: list) -> tuple:
         else:
             key = tuple(part.key if type(part) is FieldCondition else id(part) for part in parts)
             groups.setdefault(key, (parts, []))[1].append((position, rule, texts))
-    out = [(parts, tuple(members)) for parts, members in groups.values()]
+    out = [(tuple((n, part.path, part.test, part) if type(part) is FieldCondition else (n, None, None, part)
+                  for n, part in enumerate(parts)), tuple(members)) for parts, members in groups.values()]
     if alone:
         out.append((None, tuple(alone)))
     return tuple(out)
@@ -200,15 +206,6 @@ def _texts(rule: Rule, parts: tuple) -> tuple | None:
             return None
         texts.append(tuple(pieces))
     return tuple(texts)
-
-
-def _seen_json(part: FieldCondition, event: Event) -> str:
-    """The value a failing check saw, as a miss's verdict shows it, JSON-escaped (once per event and field)."""
-    key = ("seen json", part.path)
-    text = event.cache.get(key)
-    if text is None:
-        text = event.cache[key] = json.dumps(part.shown(event))[1:-1]
-    return text
 
 
 def _build_index(rules: tuple) -> dict:
