@@ -173,13 +173,18 @@ def _group(entries: list) -> tuple:
         if texts is None:
             alone.append((position, rule, condition))
         else:
-            key = tuple(part.key if type(part) is FieldCondition else id(part) for part in parts)
+            key = tuple((id(part.matcher), part.path) if type(part) is FieldCondition else id(part) for part in parts)
             groups.setdefault(key, (parts, []))[1].append((position, rule, texts))
-    out = [(tuple((n, part.path, part.test, part) if type(part) is FieldCondition else (n, None, None, part)
+    out = [(tuple((n, part.path, _test(part.matcher), part) if type(part) is FieldCondition else (n, None, None, part)
                   for n, part in enumerate(parts)), tuple(members)) for parts, members in groups.values()]
     if alone:
         out.append((None, tuple(alone)))
     return tuple(out)
+
+
+def _test(matcher: Any):
+    """A matcher's test; a lone operator's own (`{glob: ...}` is all of one operator: a call less)."""
+    return (matcher.matchers[0] if type(matcher) is AllOf and len(matcher.matchers) == 1 else matcher).test
 
 
 def _parts(condition: Any) -> tuple:

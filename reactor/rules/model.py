@@ -312,22 +312,16 @@ class FieldCondition:
     path: str
     matcher: Any
     line: int = 0
-    key: tuple = field(init=False, repr=False, compare=False)  # its result's key in the event's cache
-    test: Any = field(init=False, repr=False, compare=False)  # the matcher's test (a lone operator's own)
-
-    def __post_init__(self):
-        object.__setattr__(self, "key", (id(self.matcher), self.path))
-        alone = type(self.matcher) is AllOf and len(self.matcher.matchers) == 1
-        object.__setattr__(self, "test", (self.matcher.matchers[0] if alone else self.matcher).test)
 
     def holds(self, event: Event) -> bool:
         # Rules written from one template share their matchers (rules.load interns them): whether this
         # field passes this matcher is worked out once per event, not once per candidate rule.
         # The entry keeps its matcher: an id is only unique while its object lives (an event explained
         # against rules reloaded meanwhile must not read a freed matcher's result under a reused id).
-        held = event.cache.get(self.key)
+        key = (id(self.matcher), self.path)
+        held = event.cache.get(key)
         if held is None or held[0] is not self.matcher:
-            held = event.cache[self.key] = (self.matcher, self.test(event.field(self.path)))
+            held = event.cache[key] = (self.matcher, self.matcher.test(event.field(self.path)))
         return held[1]
 
     def failure(self, event: Event) -> Failure | None:
