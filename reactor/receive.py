@@ -11,7 +11,7 @@ from .accounts import Account, AccountSet, foreign_note, verifying_account
 from .delivery import NewDelivery
 from .errors import PayloadError
 from .events import Event, event_from_body, parse_body
-from .plan import PlannedAction, Skipped, plan
+from .plan import PlannedAction, plan
 from .redact import redact
 from .rules.match import RuleSet, encode_verdict, encode_verdicts
 from .signature import url_validation_answer
