@@ -103,9 +103,10 @@ def cpu_seconds(master_pid: int) -> float:
 
 # -- 1. ingest against the bare Flask ceiling and the peers, and 10,000 rules against 1 --------------------
 
-INGEST = ("Node sample", "careful Flask", "no commit", "acknowledge only", "1 rule", "10,000 rules",
+INGEST = ("Node sample", "durable floor", "careful Flask", "no commit", "acknowledge only", "1 rule", "10,000 rules",
           "PostgreSQL")  # rotated each round
-STORES = ("careful Flask", "acknowledge only", "1 rule", "10,000 rules", "PostgreSQL")  # store every delivery
+STORES = ("durable floor", "careful Flask", "acknowledge only", "1 rule", "10,000 rules",
+          "PostgreSQL")  # store every delivery
 REACTOR_STORES = ("1 rule", "10,000 rules", "PostgreSQL")  # reactor with its own store: its backlog is waited for
 DISTINCT = 30_000  # deliveries per run, each signed just before its run
 DRAIN_LIMIT = 120.0  # seconds after wrk's end to wait for the store's backlog to drain
@@ -113,6 +114,8 @@ NODE_SAMPLE = ROOT / "bench" / "peers" / "zoom-sample-node"
 NAMES = {  # the peers' rows
     "Node sample": "Zoom's Node.js webhook sample (Express: verify, log, store nothing; one process)",
     "careful Flask": "a careful user's Flask app (verify, one SQLite insert per request, synchronous=FULL)",
+    "durable floor": "the durable floor: the ceiling's endpoint plus each body appended to a file and fdatasync'd "
+                     "before the answer (group commit; nothing checked, nothing else stored)",
 }
 
 
@@ -278,12 +281,12 @@ def ingest_rows(runs: list[Run], candidates: list[int], unmeasured: dict[str, st
         return (f"{med(name, 'rps'):,.0f} 2xx/s = {_spread(to_ceiling(name))} of the ceiling runs next to it, "
                 f"{latency(name)}")
 
-    def against_peer(peer: str, label: str, bold: bool = False) -> str:
-        """reactor with 1 rule to a peer, same rounds. A peer's refusal (a slow request of its own timing out)
+    def against_peer(peer: str, label: str, bold: bool = False, name: str = "1 rule") -> str:
+        """reactor's `name` to a peer, same rounds. A peer's refusal (a slow request of its own timing out)
         leaves reactor's own figures standing: the ratio alone is left out, saying why."""
         if peer in unmeasured or why[peer]:
             return f"no ratio to {label} ({'not measured' if peer in unmeasured else 'its row was refused'})"
-        ratio = _spread(same_round("1 rule", peer))
+        ratio = _spread(same_round(name, peer))
         return f"{'**' + ratio + '**' if bold else ratio} of {label}"
 
     rows = []
@@ -291,20 +294,20 @@ def ingest_rows(runs: list[Run], candidates: list[int], unmeasured: dict[str, st
     rows.append(("bare Flask 204 under the same gunicorn (ceiling)", figures("ceiling", (), lambda: (
         f"{med('ceiling', 'rps'):,.0f} 2xx/s, {latency('ceiling')} (medians of {n_ceiling} runs, one before and "
         f"after every other run)")), ""))
-    for peer in ("Node sample", "careful Flask"):
+    for peer in ("Node sample", "durable floor", "careful Flask"):
         rows.append((NAMES[peer], figures(peer, ("ceiling",), lambda peer=peer: against_ceiling(peer)), ""))
     rows.append(("reactor's web path without its commit (baseline)", figures("no commit", ("ceiling",), lambda: (
         against_ceiling("no commit"))), ""))
     rows.append(("reactor acknowledging only (REACTOR_INGEST=off: verify, check, redact, append; the ingest runs "
                  "elsewhere), SQLite", figures("acknowledge only", ("ceiling",), lambda: (
                      f"{against_ceiling('acknowledge only')}, only 2xx; "
-                     f"{_spread(same_round('acknowledge only', 'careful Flask'))} of the careful Flask app"
-                     if not why["careful Flask"] and "careful Flask" not in unmeasured
-                     else f"{against_ceiling('acknowledge only')}, only 2xx")), ""))
+                     f"{against_peer('careful Flask', 'the careful Flask app', name='acknowledge only')}, "
+                     f"{against_peer('durable floor', 'the durable floor', name='acknowledge only')}")), ""))
     rows.append(("reactor ingest, 1 matching rule, SQLite", figures("1 rule", ("ceiling", "no commit"), lambda: (
         f"{med('1 rule', 'rps'):,.0f} 2xx/s = **{_spread(to_ceiling('1 rule'))}** of the ceiling runs next to it, "
         f"{against_peer('careful Flask', 'the careful Flask app', bold=True)}, "
         f"{against_peer('Node sample', 'the Node sample')}, "
+        f"{against_peer('durable floor', 'the durable floor')}, "
         f"{statistics.median(same_round('1 rule', 'no commit')):.2f}x of the path without its commit (same "
         f"rounds), {latency('1 rule')}, only 2xx{drained('1 rule')}")),
         ">= 0.6x ceiling, >= 1.5x careful app, p99 <= 30 ms; stretch: the Node sample's rate"))
@@ -353,13 +356,14 @@ def bench_ingest(tmp: Path) -> None:
                "no commit": (TOWN_HALL, "bench.uncommitted_app:create_app()"),
                "acknowledge only": (TOWN_HALL, "reactor:create_app()"),
                "careful Flask": (None, "bench.peers.careful_flask:create_app()"),
+               "durable floor": (None, "bench.peers.durable_floor:create_app()"),
                "PostgreSQL": (TOWN_HALL, "reactor:create_app()")}
     zoom = ZoomStandIn()  # real credentials and calls, paced at the default 30/s, as in production
     runs: list[Run] = []
     try:
         for k, name in enumerate(sequence):
             folder = tmp / f"ingest-{k}"
-            extra, schema = {"CAREFUL_DB": str(folder / "careful.db")}, None
+            extra, schema = {"CAREFUL_DB": str(folder / "careful.db"), "FLOOR_DIR": str(folder)}, None
             if name == "PostgreSQL":
                 schema = migrated_postgres_schema()
                 extra["DATABASE_URL"] = schema

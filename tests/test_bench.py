@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -50,7 +51,7 @@ def _result(statuses: dict, timeouts: int = 0, seconds: float = 8.0) -> wrk.Resu
 def _runs(one_rule: wrk.Result, careful: wrk.Result | None = None, drained: float | None = None) -> list[Run]:
     """One round as bench_ingest runs it: a ceiling run between each two targets; '1 rule' gets `one_rule`, the
     careful app `careful`, and reactor's runs `drained` as the time their backlog took to drain."""
-    good = {"ceiling": _result({204: 40_000}), "Node sample": _result({200: 28_000}),
+    good = {"ceiling": _result({204: 40_000}), "Node sample": _result({200: 28_000}), "durable floor": _result({204: 24_000}),
             "careful Flask": careful or _result({200: 7_000}), "no commit": _result({200: 18_000}),
                 "acknowledge only": _result({200: 12_000}),
             "10,000 rules": _result({200: 9_000}), "PostgreSQL": _result({200: 8_000}), "1 rule": one_rule}
@@ -74,7 +75,11 @@ def test_ingest_rows_report_2xx_per_second_when_every_answer_was_2xx():
     # the peers against the ceiling; reactor against the careful app and the Node sample, same rounds
     assert rows[NAMES["Node sample"]].startswith("3,500 2xx/s = 0.70x of the ceiling"), rows
     assert rows[NAMES["careful Flask"]].startswith("875 2xx/s = 0.17x of the ceiling"), rows
-    assert "**1.60x** of the careful Flask app, 0.40x of the Node sample" in rows["reactor ingest, 1 matching rule, SQLite"]
+    assert "**1.60x** of the careful Flask app, 0.40x of the Node sample, 0.47x of the durable floor" in rows[
+        "reactor ingest, 1 matching rule, SQLite"]
+    assert rows[NAMES["durable floor"]].startswith("3,000 2xx/s = 0.60x of the ceiling"), rows
+    assert rows["reactor acknowledging only (REACTOR_INGEST=off: verify, check, redact, append; the ingest runs "
+                "elsewhere), SQLite"].endswith("only 2xx; 1.71x of the careful Flask app, 0.50x of the durable floor")
     assert rows["reactor ingest, 1 matching rule, PostgreSQL"].startswith("1,000 2xx/s = 0.20x of the ceiling")
     assert not any("backlog" in value for value in rows.values()), rows  # a store without an inbox: nothing said
 
@@ -169,6 +174,28 @@ def test_careful_flask_peer_verifies_answers_validation_and_stores_each_delivery
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert [e for e, in conn.execute("SELECT event FROM deliveries")] == ["meeting.started"]  # only the signed one
+
+
+def test_durable_floor_peer_syncs_each_body_to_its_file_before_answering(tmp_path):
+    """The floor does no more than the ceiling plus a durable append: every body it answered is in its files,
+    whole."""
+    server = ReactorServer(tmp_path, env={"FLOOR_DIR": str(tmp_path)}, app="bench.peers.durable_floor:create_app()")
+    server.start()
+    sent = [_compact(event(meeting_id=str(85746065000 + n))) for n in range(40)]
+    try:
+        with ThreadPoolExecutor(8) as pool:  # concurrent requests share group commits
+            statuses = list(pool.map(lambda raw: server.post(None, raw=raw).status_code, sent))
+    finally:
+        server.stop()
+    assert statuses == [204] * 40
+    stored = []
+    for path in tmp_path.glob("floor-*.log"):
+        data = path.read_bytes()
+        while data:
+            size = int.from_bytes(data[:4], "little")
+            stored.append(data[4:4 + size])
+            data = data[4 + size:]
+    assert sorted(stored) == sorted(sent)
 
 
 def test_node_sample_peer_verifies_and_answers_validation(tmp_path):
