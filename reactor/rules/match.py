@@ -173,7 +173,7 @@ def _group(entries: list) -> tuple:
         if texts is None:
             alone.append((position, rule, condition))
         else:
-            key = tuple((id(part.matcher), part.path) if type(part) is FieldCondition else id(part) for part in parts)
+            key = tuple(part.check() if type(part) is FieldCondition else id(part) for part in parts)
             groups.setdefault(key, (parts, []))[1].append((position, rule, texts))
     out = [(tuple((n, part.path, _test(part.matcher), part) if type(part) is FieldCondition else (n, None, None, part)
                   for n, part in enumerate(parts)), tuple(members)) for parts, members in groups.values()]

@@ -155,7 +155,9 @@ class Pattern:
     compiled: Any = field(repr=False, compare=False)  # re.Pattern (glob) or an RE2 regexp (regex)
 
     def test(self, seen: Any) -> bool:
-        text = seen[:REGEX_INPUT_LIMIT] if type(seen) is str else pattern_text(seen)  # (a call less for text)
+        # pattern_text's case for text, inline: encoded() on a crowded 10,000-rule delivery (21 glob tests)
+        # took 35 µs with it, 37 µs without (3 alternating runs)
+        text = seen[:REGEX_INPUT_LIMIT] if type(seen) is str else pattern_text(seen)
         if text is None:
             return False
         if self.op == "glob":
@@ -318,11 +320,17 @@ class FieldCondition:
         # field passes this matcher is worked out once per event, not once per candidate rule.
         # The entry keeps its matcher: an id is only unique while its object lives (an event explained
         # against rules reloaded meanwhile must not read a freed matcher's result under a reused id).
-        key = (id(self.matcher), self.path)
+        key = self.check()
         held = event.cache.get(key)
         if held is None or held[0] is not self.matcher:
             held = event.cache[key] = (self.matcher, self.matcher.test(event.field(self.path)))
         return held[1]
+
+    def check(self) -> tuple:
+        """What this condition checks, as a key: conditions with the same key pass or fail together on any
+        event (the same matcher object on the same path). Made on demand: kept on each of 10,000 rules'
+        conditions, such keys cost megabytes."""
+        return id(self.matcher), self.path
 
     def failure(self, event: Event) -> Failure | None:
         if self.holds(event):
