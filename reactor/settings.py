@@ -93,7 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REACTOR_CONFIRM_TIMEOUT", "seconds Zoom has to confirm a start (meeting.live_streaming_started) "
             "before an alert; 0: no such alert", "120", field="confirm_timeout", kind="int"),
     Setting("WEB_CONCURRENCY", "gunicorn worker processes", "one per core, at least 2"),
-    Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "8"),
+    Setting("REACTOR_WEB_THREADS", "gunicorn threads per worker", "16"),
     Setting("GUNICORN_LOGLEVEL", "gunicorn's own log level", "warning"),
     Setting("FORWARDED_ALLOW_IPS", "the proxy's addresses (or networks, or *): only from these are X-Forwarded-For "
             "and -Proto believed", "127.0.0.1,::1"),
