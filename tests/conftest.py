@@ -202,18 +202,21 @@ def wait_until(predicate, timeout: float = 15.0, every: float = 0.05):
     raise AssertionError("condition not reached in time")
 
 
-def log_lines(server, msg: str) -> list[dict]:
-    """reactor's JSON log lines with this message (each worker logs its own)."""
-    lines = []
+def log_records(server) -> list[dict]:
+    """reactor's JSON log lines, parsed (each worker logs its own; gunicorn's own lines are not JSON)."""
+    records = []
     for line in server.logs().splitlines():
         if line.startswith("{"):
             try:
-                record = json.loads(line)
+                records.append(json.loads(line))
             except ValueError:
                 continue
-            if record.get("msg") == msg:
-                lines.append(record)
-    return lines
+    return records
+
+
+def log_lines(server, msg: str) -> list[dict]:
+    """reactor's JSON log lines with this message."""
+    return [record for record in log_records(server) if record.get("msg") == msg]
 
 
 def run_cli(*args, env=None):
