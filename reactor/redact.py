@@ -53,10 +53,15 @@ def redact(body: Any) -> Any:
         if key in SECRET_FIELDS and node not in (None, ""):
             return REDACTED
         if isinstance(node, str) and "=" in node:
-            return _URL_SECRET.sub(lambda m: m.group(1) + REDACTED, node)
+            return _redact_text(node)
         return _KEEP
 
     return rewrite(body, replace)
+
+
+def _redact_text(text: str) -> str:
+    """A text with the value of each URL's pwd= or zak= replaced."""
+    return _URL_SECRET.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
 
 
 def redact_at(path: str, value: Any) -> Any:
@@ -64,7 +69,9 @@ def redact_at(path: str, value: Any) -> Any:
     secret-bearing field, with secret-bearing fields replaced when it is an object or a list."""
     if path.rsplit(".", 1)[-1] in SECRET_FIELDS and isinstance(value, (str, int, float)) and value != "":
         return REDACTED
-    return redact(value) if isinstance(value, (dict, list, str)) else value
+    if isinstance(value, str):  # redact()'s walk of a lone text, without the walk (a verdict shows topics)
+        return _redact_text(value)
+    return redact(value) if isinstance(value, (dict, list)) else value
 
 
 def secret_ref(node: Any) -> str | None:

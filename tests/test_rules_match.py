@@ -7,7 +7,7 @@ import pytest
 from reactor.events import event_from_body
 from reactor.plan import plan
 from reactor.rules.load import load_rules
-from reactor.rules.match import encode_verdict
+from reactor.rules.match import encode_verdict, encode_verdicts
 
 
 # On participant_joined too, so that participant.* paths are fields the rule's events carry.
@@ -387,10 +387,55 @@ def test_the_history_verdicts_are_those_evaluate_gives_word_for_word(tmp_path):
         for account in (None, "emea", "apac"):
             for why in ("", "another account's event"):
                 expected = history_verdicts(rules, event, account, why)
-                assert rules.encoded(event, account, why) == expected, (event.body, account)
+                matched, texts = rules.encoded(event, account, why)
+                assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), (event.body, account)
                 seen.update(json.loads(text)["why"].split(":")[0] for text in expected[1])
     assert {"duration should be > 240", "type should equal '8'", "any", "not", "topic should match glob 'Town*'",
             "password should not exist", "the event is account apac's, the rule is for emea",
             "excluded by file-level unless (" + str(tmp_path / "b.yaml")} <= seen
     assert any("<redacted>" in text for text in history_verdicts(rules, events[0])[1]), "a secret is shown redacted"
+
+
+def test_globs_on_one_field_tested_together_still_give_each_rule_its_verdict(tmp_path):
+    """Many globs on one field (here seven sharing the prefix 'town hall') are tested as one expression,
+    and a list's verdicts are made from pieces kept per outcome: every rule still gets its own verdict, in
+    file order, word for word as evaluate() gives it, whichever and however many globs match, and whether
+    or not another list's candidates (a host's, a meeting's) fall between them in the file."""
+    globs = ["Town Hall*", "town hall*Series 2", "Town Hall ?eries*", "Town Hall*[0-9]", "Town Hall [!S]*",
+             "Town Hall", "TOWN HALL*bench"]
+    rules_text = ["rules:"]
+    for n, glob in enumerate(globs):
+        rules_text += [f"  - name: glob {n}", "    on: meeting.started", f"    when: {{topic: {{glob: '{glob}'}}}}",
+                       "    do: [livestream.start]",
+                       f"  - name: host {n}", "    on: meeting.started", "    when: {host_id: h1, duration: {gt: 240}}",
+                       "    do: [livestream.start]"]
+        if n == 3:
+            rules_text += ["  - name: meeting", "    on: meeting.started", "    when: {id: 42, duration: {lte: 60}}",
+                           "    do: [livestream.start]"]
+    (tmp_path / "rules.yaml").write_text("\n".join(rules_text) + "\n")
+    rules = load_rules(tmp_path)
+    topics = ["Town Hall", "Town Hall Series 2", "town hall series 9", "Town Hall Xmas bench", "TOWN HALL",
+              "Town Hallway", "Ŧown Hall", "Weekly", 42, None, "Town Hall " + "x" * 2000 + " bench"]
+    seen_matches = set()
+    for topic in topics:
+        for meeting in ("42", "7"):
+            for duration in (30, 300):
+                for _ in range(2):  # the second time from the pieces kept for that outcome
+                    event = ev({"id": meeting, "host_id": "h1", "duration": duration, "topic": topic})
+                    matched, texts = rules.encoded(event)
+                    expected = history_verdicts(rules, event)
+                    assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), topic
+                    seen_matches.add(len([r for r in matched if r.name.startswith("glob")]))
+    assert {0, 1, 2, 3} <= seen_matches, "no glob, one, and several at once"
+    (tmp_path / "many").mkdir()  # twelve globs that all match: past the expressions kept, one by one
+    (tmp_path / "many" / "rules.yaml").write_text("rules:\n" + "".join(
+        f"  - name: all {n}\n    on: meeting.started\n    when: {{topic: {{glob: 'Town Hall{'*' * (n + 1)}'}}}}\n"
+        "    do: [livestream.start]\n" for n in range(12)))
+    rules = load_rules(tmp_path / "many")
+    for topic in ("Town Hall Series 2", "Weekly", "Town Hall"):
+        event = ev({"topic": topic})
+        matched, texts = rules.encoded(event)
+        expected = history_verdicts(rules, event)
+        assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), topic
+        assert len(matched) == (0 if topic == "Weekly" else 12)
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..events import MISSING, Event
-from .model import AllConditions, AllOf, Equals, Failure, FieldCondition, In, Pattern, Rule, eq_key, pattern_text
+from .model import (REGEX_INPUT_LIMIT, AllConditions, AllOf, Equals, Failure, FieldCondition, In, Pattern, Rule,
+                    eq_key, pattern_text)
 
 # Fields an equality condition on which puts a rule in the index, most selective first.
 INDEXED_FIELDS = ("id", "uuid", "host_id", "host_email", "payload.account_id", "participant.email",
@@ -40,14 +42,14 @@ class RuleSet:
     files: tuple = ()
     version: str = field(init=False)
     _by_event: dict = field(init=False, repr=False, compare=False)
-    _groups: dict = field(init=False, repr=False, compare=False)  # id of an index list -> its _group(), made when first met
+    _plans: dict = field(init=False, repr=False, compare=False)  # id of an index list -> its _Plan, made when first met
 
     def __post_init__(self):
         digest = hashlib.sha256(repr([(r.name, r.source, r.events, r.condition, r.actions, r.enabled, r.accounts)
                                       for r in self.rules]).encode()).hexdigest()[:12]
         object.__setattr__(self, "version", digest)
         object.__setattr__(self, "_by_event", _build_index(self.rules))
-        object.__setattr__(self, "_groups", {})
+        object.__setattr__(self, "_plans", {})
 
     def candidates(self, event: Event) -> list[tuple[int, Rule, Any]]:
         """Rules on this event that could match it: the unindexed ones and the index hits, in file order,
@@ -62,7 +64,7 @@ class RuleSet:
         if entry is None:
             return []
         scan, index, globs = entry
-        lists = [scan]
+        lists = [scan] if scan else []
         for path, buckets in index.items():
             value = event.field(path)
             if value is MISSING or isinstance(value, (dict, list)):
@@ -94,53 +96,42 @@ class RuleSet:
 
     def encoded(self, event: Event, account: str | None = None, matched_why: str = "") -> tuple[list[Rule], list[str]]:
         """evaluate() as the history stores it: the rules that matched, and every candidate's verdict as
-        encode_verdict's text, in file order (`matched_why`: the why of a matched rule's verdict).
+        encode_verdict's text, in file order (`matched_why`: the why of a matched rule's verdict). An item
+        of the texts may hold several verdicts, joined as encode_verdicts joins them: encode_verdicts of the
+        texts is the same JSON.
 
         The same verdicts, made faster: a 10,000-rule delivery meets tens of candidates, most written from
         a few templates (20 rules on one host, each with the same duration bound). Candidates with the same
-        checks are tested once, as a group; a miss is each rule's verdict text, encoded once, around the
-        value seen, encoded once per event: no Failure, Verdict or dict is made for it."""
-        found: list[tuple[int, str]] = []
+        checks are tested once, as a group (see _Plan); a miss is its rule's verdict text, encoded once,
+        around the value seen, encoded once per event. An index list's verdicts for one outcome of its
+        groups are made once too, as text pieces between the values seen (_Filled): a list then costs
+        one join, not a string, a tuple and a sort place per candidate."""
+        parts: list[tuple] = []  # (first position, last position, text, _Filled or None, its values seen)
         matched: list[tuple[int, Rule]] = []
         seen_json: dict[str, str] = {}  # path -> the value seen, as a miss's verdict shows it, JSON-escaped
-        compiled = self._groups
+        plans = self._plans
         for entries in self._lists(event):
-            groups = compiled.get(id(entries))  # the lists live as long as the rule set: their ids are theirs
-            if groups is None:
-                groups = compiled[id(entries)] = _group(entries)
-            for checks, members in groups:
-                if checks is None:  # tested one by one
-                    for position, rule, condition in members:
-                        failure = rule.account_failure(account) or condition.failure(event)
-                        if failure is None:
-                            matched.append((position, rule))
-                        found.append((position, encode_verdict(rule.name, failure is None,
-                                                               matched_why if failure is None else str(failure))))
-                    continue
-                for n, path, test, part in checks:
-                    if test is None:  # not a field check
-                        failure = part.failure(event)
-                        if failure is None:
-                            continue
-                        why = str(failure)
-                        for position, rule, _ in members:
-                            found.append((position, encode_verdict(rule.name, False, why)))
-                        break
-                    if test(event.field(path)):  # (a group is tested once: no need of the event's cache)
-                        continue
-                    seen = seen_json.get(path)
-                    if seen is None:
-                        seen = seen_json[path] = json.dumps(part.shown(event))[1:-1]
-                    for position, _, texts in members:
-                        found.append((position, texts[n][0] + seen + texts[n][1]))
-                    break
-                else:
-                    for position, rule, _ in members:
-                        matched.append((position, rule))
-                        found.append((position, encode_verdict(rule.name, True, matched_why)))
-        found.sort()  # by position: a rule is in one list
+            plan = plans.get(id(entries))  # the lists live as long as the rule set: their ids are theirs
+            if plan is None:
+                plan = plans[id(entries)] = _Plan.of(entries)
+            filled = None if matched_why else plan.filled(event)
+            if filled is None:  # one verdict at a time
+                for position, text in plan.verdicts(event, account, matched_why, seen_json, matched):
+                    parts.append((position, position, text, None, None))
+                continue
+            seen = tuple([_seen(part, event, seen_json) for part in filled.cuts])
+            matched += filled.matched
+            parts.append((filled.first, filled.last, filled.text(seen), filled, seen))
+        parts.sort(key=_position)
         matched.sort(key=_position)
-        return [rule for _, rule in matched], [text for _, text in found]
+        rules = [rule for _, rule in matched]
+        for k in range(1, len(parts)):
+            if parts[k - 1][1] > parts[k][0]:  # a list's candidates fall between another's: verdict by verdict
+                found = [(position, text) for first, _, text, filled, seen in parts
+                         for position, text in ([(first, text)] if filled is None else filled.verdicts(seen))]
+                found.sort(key=_position)
+                return rules, [text for _, text in found]
+        return rules, [part[2] for part in parts]
 
     def matching(self, event: Event, account: str | None = None) -> list[Rule]:
         return [v.rule for v in self.evaluate(event, account) if v.matched]
@@ -158,28 +149,214 @@ def _position(entry: tuple) -> int:
     return entry[0]
 
 
-def _group(entries: list) -> tuple:
-    """An index list's candidates as encoded() tests them: those whose conditions are the same checks
-    (all of them, in the same order: a field check the same matcher on the same path, any other check the
-    same object, such as a file's `unless`), and so fail on the same first check, as one group: (its
-    checks as (n, path, the matcher's test, the check), or (n, None, None, the check) for one not on a
-    field; its members as (position, rule, _texts())); the others, each tested on its own, as (None, their
-    entries)."""
-    groups: dict[tuple, tuple] = {}
-    alone = []
-    for position, rule, condition in entries:
-        parts = _parts(condition)
-        texts = _texts(rule, parts) if not rule.accounts else None
-        if texts is None:
-            alone.append((position, rule, condition))
-        else:
+def _seen(part: FieldCondition, event: Event, seen_json: dict) -> str:
+    """The value at part's path as a miss's verdict shows it, JSON-escaped (worked out once per event)."""
+    seen = seen_json.get(part.path)
+    if seen is None:
+        seen = seen_json[part.path] = json.dumps(part.shown(event))[1:-1]
+    return seen
+
+
+TEMPLATES = 32  # outcomes of an index list's groups whose verdict text pieces are kept (_Plan.templates)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An index list's candidates as encoded() tests them. Those whose conditions are the same checks (all
+    of them, in the same order: a field check the same matcher on the same path, any other check the same
+    object, such as a file's `unless`), and so fail on the same first check, form a group, tested once:
+    `groups`, each as its checks, (n, path, the matcher's test, the check) or (n, None, None, the check)
+    for one not on a field; many groups that are one glob on the same path (rules on topics sharing a
+    prefix) are tested together, as one regular expression (_Globs: `families`). `members`: the grouped candidates in file order, as (position, rule, its
+    group's number, _texts(), its matched verdict). `alone`: the others (a rule for some accounts only,
+    or whose text holds the marker), each tested on its own. `templates`: an outcome of the groups -> the
+    list's verdicts for it (_Filled)."""
+
+    groups: tuple
+    members: tuple
+    alone: tuple
+    templates: dict
+    families: tuple = ()  # (path, _Globs) for the groups that are one glob on the same path (FAMILY or more)
+    base: tuple = ()      # an outcome before testing: 0 for a family's groups (their one check fails), else -1
+    tested: tuple = ()    # the other groups, as (number, checks)
+
+    @classmethod
+    def of(cls, entries: list) -> "_Plan":
+        keyed: dict[tuple, int] = {}
+        groups, members, alone = [], [], []
+        for position, rule, condition in entries:
+            parts = _parts(condition)
+            texts = _texts(rule, parts) if not rule.accounts else None
+            if texts is None:
+                alone.append((position, rule, condition))
+                continue
             key = tuple(part.check() if type(part) is FieldCondition else id(part) for part in parts)
-            groups.setdefault(key, (parts, []))[1].append((position, rule, texts))
-    out = [(tuple((n, part.path, _test(part.matcher), part) if type(part) is FieldCondition else (n, None, None, part)
-                  for n, part in enumerate(parts)), tuple(members)) for parts, members in groups.values()]
-    if alone:
-        out.append((None, tuple(alone)))
-    return tuple(out)
+            if key not in keyed:
+                keyed[key] = len(groups)
+                groups.append(tuple((n, part.path, _test(part.matcher), part) if type(part) is FieldCondition
+                                    else (n, None, None, part) for n, part in enumerate(parts)))
+            members.append((position, rule, keyed[key], texts, encode_verdict(rule.name, True, "")))
+        by_path: dict[str, list[int]] = {}  # groups that are one glob on a path, by path
+        for number, checks in enumerate(groups):
+            if len(checks) == 1 and (glob := _lone_glob(checks[0][3])) is not None:
+                by_path.setdefault(checks[0][1], []).append(number)
+        families = tuple((path, _Globs(tuple(numbers), tuple(_lone_glob(groups[n][0][3]) for n in numbers)))
+                         for path, numbers in by_path.items() if len(numbers) >= FAMILY)
+        in_family = {n for _, globs in families for n in globs.groups}
+        base = tuple(0 if n in in_family else -1 for n in range(len(groups)))
+        tested = tuple(checks for n, checks in enumerate(groups) if n not in in_family)
+        numbers = tuple(n for n in range(len(groups)) if n not in in_family)
+        return cls(tuple(groups), tuple(members), tuple(alone), {}, families, base, tuple(zip(numbers, tested)))
+
+    def outcome(self, event: Event) -> list:
+        """For each group: the number of its first failing field check, -1 when all passed, or the text of
+        why its first failing check not on a field failed (such a why is the event's own)."""
+        out = list(self.base)
+        for path, globs in self.families:
+            for number in globs.matching(event.field(path)):
+                out[number] = -1
+        for number, checks in self.tested:
+            for n, path, test, part in checks:
+                if test is None:  # not a field check
+                    failure = part.failure(event)
+                    if failure is None:
+                        continue
+                    out[number] = str(failure)
+                    break
+                if not test(event.field(path)):  # (a group is tested once: no need of the event's cache)
+                    out[number] = n
+                    break
+        return out
+
+    def filled(self, event: Event) -> "_Filled | None":
+        """The list's verdicts for this event's outcome; None: they are made one at a time (a rule is
+        tested on its own, or a check not on a field failed)."""
+        if self.alone:
+            return None
+        outcome = tuple(self.outcome(event))
+        filled = self.templates.get(outcome)
+        if filled is None:
+            if any(type(n) is str for n in outcome):
+                return None
+            filled = _Filled.of(self.members, self.groups, outcome)
+            if len(self.templates) < TEMPLATES:
+                self.templates[outcome] = filled
+        return filled
+
+    def verdicts(self, event: Event, account: str | None, matched_why: str, seen_json: dict,
+                 matched: list) -> list[tuple[int, str]]:
+        """Each candidate's verdict as (position, text), one at a time; adds the matched to `matched`."""
+        found = []
+        for position, rule, condition in self.alone:
+            failure = rule.account_failure(account) or condition.failure(event)
+            if failure is None:
+                matched.append((position, rule))
+            found.append((position, encode_verdict(rule.name, failure is None,
+                                                   matched_why if failure is None else str(failure))))
+        outcome = self.outcome(event)
+        for position, rule, group, texts, _ in self.members:
+            n = outcome[group]
+            if type(n) is str:
+                found.append((position, encode_verdict(rule.name, False, n)))
+            elif n < 0:
+                matched.append((position, rule))
+                found.append((position, encode_verdict(rule.name, True, matched_why)))
+            else:
+                part = self.groups[group][n][3]
+                found.append((position, texts[n][0] + _seen(part, event, seen_json) + texts[n][1]))
+        return found
+
+
+FAMILY = 4    # globs on one path in an index list, at least, tested as one regular expression
+SUFFIXES = 8  # expressions a _Globs keeps: for the globs after one that matched (then, the rest one by one)
+
+
+def _lone_glob(part: Any) -> Pattern | None:
+    """The glob of a field check that is one glob, else None."""
+    if type(part) is not FieldCondition:
+        return None
+    matcher = part.matcher.matchers[0] if type(part.matcher) is AllOf and len(part.matcher.matchers) == 1 else part.matcher
+    return matcher if type(matcher) is Pattern and matcher.op == "glob" else None
+
+
+class _Globs:
+    """Globs tested together: one regular expression, each glob's own (as Pattern compiles it) a branch,
+    which tells the first glob that matches; the globs after it are tested again from there."""
+
+    def __init__(self, groups: tuple, globs: tuple):
+        self.groups, self.globs = groups, globs
+        self._from: dict[int, Any] = {}  # k -> the expression of globs[k:], made when first needed
+
+    def matching(self, seen: Any) -> list[int]:
+        """The numbers of the groups whose glob matches `seen` (as Pattern.test decides)."""
+        text = seen[:REGEX_INPUT_LIMIT] if type(seen) is str else pattern_text(seen)
+        if text is None:
+            return []
+        found, start = [], 0
+        while start < len(self.globs):
+            expression = self._from.get(start)
+            if expression is None:
+                if len(self._from) >= SUFFIXES:  # many globs match the same values: test the rest one by one
+                    return found + [n for n, glob in zip(self.groups[start:], self.globs[start:]) if glob.test(text)]
+                expression = self._from[start] = re.compile(
+                    "|".join(f"({glob.compiled.pattern})" for glob in self.globs[start:]), re.IGNORECASE | re.DOTALL)
+            match = expression.match(text)
+            if match is None:
+                break
+            start += match.lastindex
+            found.append(self.groups[start - 1])
+        return found
+
+
+class _Filled(NamedTuple):
+    """An index list's verdicts for one outcome of its groups, as encode_verdicts joins them, cut where a
+    value seen goes: pieces[0] + seen[slots[0]] + pieces[1] + ..., seen[k] being the value at cuts[k]'s
+    path (a list's misses mostly fail on one field: then one str.join)."""
+
+    pieces: tuple
+    cuts: tuple            # a failing field check for each path whose value goes in a cut
+    slots: tuple           # for each cut, its number in cuts
+    first: int             # the first and last candidates' positions
+    last: int
+    matched: tuple         # (position, rule) of the rules that matched
+    each: tuple            # per candidate: (position, before, its cut's number in cuts or -1 for none, after)
+
+    @classmethod
+    def of(cls, members: tuple, groups: tuple, outcome: tuple) -> "_Filled":
+        each, cuts, paths, slots, matched = [], [], {}, [], []
+        for position, rule, group, texts, matched_text in members:
+            n = outcome[group]
+            if n < 0:
+                matched.append((position, rule))
+                each.append((position, matched_text, -1, ""))
+                continue
+            part = groups[group][n][3]
+            if part.path not in paths:
+                paths[part.path] = len(cuts)
+                cuts.append(part)
+            slots.append(paths[part.path])
+            each.append((position, texts[n][0], paths[part.path], texts[n][1]))
+        pieces, text = [], ""
+        for k, (_, before, cut, after) in enumerate(each):
+            text += (", " if k else "") + before
+            if cut >= 0:
+                pieces.append(text)
+                text = ""
+            text += after
+        pieces.append(text)
+        return cls(tuple(pieces), tuple(cuts), tuple(slots), each[0][0], each[-1][0], tuple(matched), tuple(each))
+
+    def text(self, seen: tuple) -> str:
+        """The verdicts' text; `seen`: the value at each of cuts' paths, JSON-escaped."""
+        if len(seen) == 1:
+            return seen[0].join(self.pieces)
+        if not seen:
+            return self.pieces[0]
+        return "".join(piece for pair in zip(self.pieces, [seen[k] for k in self.slots] + [""]) for piece in pair)
+
+    def verdicts(self, seen: tuple) -> list[tuple[int, str]]:
+        """Each candidate's verdict as (position, text)."""
+        return [(position, before + seen[cut] + after if cut >= 0 else before) for position, before, cut, after in self.each]
 
 
 def _test(matcher: Any):
