@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reactor.signature import sign
+from tests.conftest import ACCOUNT_ID
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -48,11 +49,12 @@ class Result:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
-def deliveries(count: int, topic: str = "Town Hall bench", hosts: int = 50) -> list[bytes]:
-    """`count` distinct meeting.started bodies: one meeting each, hosts host-0 .. host-{hosts-1} in turn."""
+def deliveries(count: int, topic: str = "Town Hall bench", hosts: int = 50, account_id: str = ACCOUNT_ID) -> list[bytes]:
+    """`count` distinct meeting.started bodies: one meeting each, hosts host-0 .. host-{hosts-1} in turn, of
+    the Zoom account the bench's reactors are configured with (another account's would plan no call)."""
     now_ms = int(time.time() * 1000)
     return [json.dumps({"event": "meeting.started", "event_ts": now_ms,
-                        "payload": {"account_id": "bench", "object": {
+                        "payload": {"account_id": account_id, "object": {
                             "id": str(80_000_000_000 + n), "uuid": uuid.uuid4().hex, "host_id": f"host-{n % hosts}",
                             "topic": topic, "type": 2, "duration": 60}}}, separators=(",", ":")).encode()
             for n in range(count)]

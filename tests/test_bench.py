@@ -25,6 +25,7 @@ from bench.run import (INGEST, NAMES, TOWN_HALL, NodeSample, Run, ingest_rows, n
                        reaction_row)
 from reactor.signature import url_validation_answer
 from tests.conftest import ROOT, SECRET, ReactorServer, event
+from tests.zoom_standin import ZoomStandIn
 
 
 def test_bench_rules_and_cpu_sections_print_their_rows():
@@ -131,15 +132,21 @@ def test_reaction_row_refuses_non_200_and_reports_p99_only_over_200_samples():
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (make bench installs it: apt-get install wrk)")
 def test_real_wrk_against_reactor_answering_401_makes_a_refused_row(tmp_path):
     """wrk's script counts the answers by status: a reactor that answers 401 (deliveries signed with another
-    secret) gives a refused row, and the same deliveries signed with its secret a row of figures."""
-    server = ReactorServer(tmp_path / "reactor", TOWN_HALL).start()
+    secret) gives a refused row, and the same deliveries signed with its secret a row of figures. Set up as
+    the bench sets reactor up (Zoom's account and credentials), each delivery plans a call."""
+    zoom = ZoomStandIn()
+    server = ReactorServer(tmp_path / "reactor", TOWN_HALL, zoom=zoom).start()
     try:
         bodies = wrk.deliveries(2_000)
         wrong = wrk.run(server.url, wrk.write_script(tmp_path / "wrong.lua", "not-the-secret", bodies), seconds=1,
                         connections=4)
         right = wrk.run(server.url, wrk.write_script(tmp_path / "right.lua", SECRET, bodies), seconds=1, connections=4)
+        [delivery] = server.history(limit=1)  # the bench's deliveries take the path of any: a call planned, no note
     finally:
         server.stop()
+        zoom.close()
+    assert [v["rule"] for v in delivery["verdicts"]] == ["Plain"] and delivery["verdicts"][0]["matched"], delivery
+    assert [j["action"]["kind"] for j in delivery["jobs"]] == ["livestream.start"], delivery["jobs"]
     assert set(wrong.statuses) == {401} and wrong.ok == 0 and wrong.ok_per_second == 0, wrong
     assert set(right.statuses) == {200} and right.ok > 0 and right.not_ok == {}, right
     refused = _rows(_runs(wrong))["reactor ingest, 1 matching rule, SQLite"]

@@ -114,8 +114,8 @@ class RuleSet:
             plan = plans.get(id(entries))  # the lists live as long as the rule set: their ids are theirs
             if plan is None:
                 plan = plans[id(entries)] = _Plan.of(entries)
-            filled = None if matched_why else plan.filled(event)
-            if filled is None:  # one verdict at a time
+            filled = plan.filled(event)
+            if filled is None or matched_why and filled.matched:  # one verdict at a time
                 for position, text in plan.verdicts(event, account, matched_why, seen_json, matched):
                     parts.append((position, position, text, None, None))
                 continue
