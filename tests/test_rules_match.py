@@ -439,3 +439,17 @@ def test_globs_on_one_field_tested_together_still_give_each_rule_its_verdict(tmp
         assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), topic
         assert len(matched) == (0 if topic == "Weekly" else 12)
 
+
+
+def test_a_whole_number_has_the_same_equality_key_by_its_short_way():
+    """eq_key keys a whole number (a meeting id, as a number or as ASCII digits) by its int without the
+    cache: the key equals, and hashes as, the one the general way makes, so an index bucket finds it."""
+    from decimal import Decimal
+
+    from reactor.rules.model import _eq_key, eq_key
+
+    for value in (0, 1, -5, 10**17, -10**17, 10**18, "0", "007", "85746065432", "123456789012345678",
+                  "1234567890123456789", "-3", "5.0", 5.0, True, False, None, "", "٣", "7\n", Decimal(5)):
+        short, general = eq_key(value), _eq_key.__wrapped__(value)
+        assert short == general and hash(short) == hash(general), value
+    assert eq_key("85746065432") == eq_key(85746065432) == eq_key(85746065432.0) != eq_key("85746065433")

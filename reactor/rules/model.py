@@ -75,6 +75,12 @@ def forget_values() -> None:
 
 def eq_key(value: Any) -> tuple:
     """The key two values share exactly when rule equality says they are equal."""
+    kind = type(value)
+    # A whole number (a meeting id, as a number or as ASCII digits) keyed by its int: equal to, and hashed
+    # as, the Decimal _eq_key makes (up to 18 digits, within Decimal's 28 of precision), without the cache
+    # (each delivery brings its own meeting id: a cache miss, a Decimal and an eviction).
+    if kind is int and -10**18 < value < 10**18 or kind is str and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+        return ("n", int(value))
     return _eq_key(value) if _cacheable(value) else _eq_key.__wrapped__(value)
 
 
