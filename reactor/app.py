@@ -22,8 +22,6 @@ from .settings import Settings
 from .store import Store, open_store
 from .web import MAX_BODY, TOO_LARGE, Backlog, Readiness, RejectionLog, Webhooks, bp
 
-GC_YOUNG = 10_000  # container allocations between two young-generation GC passes (see create_app)
-
 
 @dataclass
 class Reactor:
@@ -93,10 +91,6 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
         tasks.append(reactor.alerts)
     start_housekeeping(*tasks)
     gc.freeze()  # what start-up built (rules, app) lives as long as the process: keep it out of every GC pass
-    # A young-generation pass every GC_YOUNG container allocations, not 700: each pass walks what is in flight (an
-    # ingest batch's events), so under load the passes cost a few µs per delivery at 700 and about a third of
-    # that at 10,000 (the ingester's thread CPU in GC, 10,000 rules: 8-14 -> 5-6 µs a delivery; 1 rule: 5 -> 2).
-    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
     log("reactor ready", pid=os.getpid(), rules=len(active.current.rules), version=active.current.version,
         dry_run=settings.dry_run, dispatch=settings.dispatch, ingest=settings.ingest, store=settings.database_url.split(":", 1)[0])
     return app
