@@ -7,6 +7,7 @@ import pytest
 from reactor.events import event_from_body
 from reactor.plan import plan
 from reactor.rules.load import load_rules
+from reactor.rules import match
 from reactor.rules.match import encode_verdict, encode_verdicts
 
 
@@ -396,11 +397,14 @@ def test_the_history_verdicts_are_those_evaluate_gives_word_for_word(tmp_path):
     assert any("<redacted>" in text for text in history_verdicts(rules, events[0])[1]), "a secret is shown redacted"
 
 
-def test_globs_on_one_field_tested_together_still_give_each_rule_its_verdict(tmp_path):
+@pytest.mark.parametrize("kept", [32, 1])
+def test_globs_on_one_field_tested_together_still_give_each_rule_its_verdict(tmp_path, monkeypatch, kept):
     """Many globs on one field (here seven sharing the prefix 'town hall') are tested as one expression,
     and a list's verdicts are made from pieces kept per outcome: every rule still gets its own verdict, in
     file order, word for word as evaluate() gives it, whichever and however many globs match, and whether
-    or not another list's candidates (a host's, a meeting's) fall between them in the file."""
+    or not another list's candidates (a host's, a meeting's) fall between them in the file; also once a
+    list keeps as many outcomes as it may (`kept`), when the others are made one verdict at a time."""
+    monkeypatch.setattr(match, "TEMPLATES", kept)
     globs = ["Town Hall*", "town hall*Series 2", "Town Hall ?eries*", "Town Hall*[0-9]", "Town Hall [!S]*",
              "Town Hall", "TOWN HALL*bench"]
     rules_text = ["rules:"]

@@ -114,9 +114,10 @@ class RuleSet:
             plan = plans.get(id(entries))  # the lists live as long as the rule set: their ids are theirs
             if plan is None:
                 plan = plans[id(entries)] = _Plan.of(entries)
-            filled = plan.filled(event)
+            outcome = plan.outcome(event)
+            filled = plan.filled(outcome)
             if filled is None or matched_why and filled.matched:  # one verdict at a time
-                for position, text in plan.verdicts(event, account, matched_why, seen_json, matched):
+                for position, text in plan.verdicts(event, outcome, account, matched_why, seen_json, matched):
                     parts.append((position, position, text, None, None))
                 continue
             seen = tuple([_seen(part, event, seen_json) for part in filled.cuts])
@@ -157,7 +158,8 @@ def _seen(part: FieldCondition, event: Event, seen_json: dict) -> str:
     return seen
 
 
-TEMPLATES = 32  # outcomes of an index list's groups whose verdict text pieces are kept (_Plan.templates)
+TEMPLATES = 32  # outcomes of an index list's groups whose verdicts are kept as pieces (_Plan.templates); others
+                # are made one at a time
 
 
 @dataclass(frozen=True)
@@ -228,24 +230,21 @@ class _Plan:
                     break
         return out
 
-    def filled(self, event: Event) -> "_Filled | None":
-        """The list's verdicts for this event's outcome; None: they are made one at a time (a rule is
-        tested on its own, or a check not on a field failed)."""
+    def filled(self, outcome: list) -> "_Filled | None":
+        """The list's verdicts for this outcome of its groups; None: they are made one at a time (a rule
+        is tested on its own, a check not on a field failed, or TEMPLATES other outcomes are kept)."""
         if self.alone:
             return None
-        outcome = tuple(self.outcome(event))
-        filled = self.templates.get(outcome)
-        if filled is None:
-            if any(type(n) is str for n in outcome):
-                return None
-            filled = _Filled.of(self.members, self.groups, outcome)
-            if len(self.templates) < TEMPLATES:
-                self.templates[outcome] = filled
+        key = tuple(outcome)
+        filled = self.templates.get(key)
+        if filled is None and len(self.templates) < TEMPLATES and not any(type(n) is str for n in key):
+            filled = self.templates[key] = _Filled.of(self.members, self.groups, key)
         return filled
 
-    def verdicts(self, event: Event, account: str | None, matched_why: str, seen_json: dict,
+    def verdicts(self, event: Event, outcome: list, account: str | None, matched_why: str, seen_json: dict,
                  matched: list) -> list[tuple[int, str]]:
-        """Each candidate's verdict as (position, text), one at a time; adds the matched to `matched`."""
+        """Each candidate's verdict as (position, text), one at a time, for this event and the outcome of
+        its groups; adds the matched to `matched`."""
         found = []
         for position, rule, condition in self.alone:
             failure = rule.account_failure(account) or condition.failure(event)
@@ -253,7 +252,6 @@ class _Plan:
                 matched.append((position, rule))
             found.append((position, encode_verdict(rule.name, failure is None,
                                                    matched_why if failure is None else str(failure))))
-        outcome = self.outcome(event)
         for position, rule, group, texts, _ in self.members:
             n = outcome[group]
             if type(n) is str:
