@@ -52,7 +52,7 @@ def redact(body: Any) -> Any:
     def replace(key: str | None, node: Any) -> Any:
         if key in SECRET_FIELDS and node not in (None, ""):
             return REDACTED
-        if isinstance(node, str) and "=" in node:
+        if isinstance(node, str):
             return _redact_text(node)
         return _KEEP
 

@@ -350,6 +350,14 @@ def test_file_level_unless_excludes_in_matching_and_the_index_agrees(tmp_path):
                                            "'[private]'; host_id equals 'blocked')")
 
 
+def assert_encoded_as_evaluated(rules, event, account=None, matched_why=""):
+    """encoded() gives the rules evaluate() matched and, as the history stores them, the same verdicts."""
+    expected = history_verdicts(rules, event, account, matched_why)
+    matched, texts = rules.encoded(event, account, matched_why)
+    assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), (event.body, account)
+    return matched, expected
+
+
 def history_verdicts(rules, event, account=None, matched_why=""):
     """What evaluate() says, as the history stores it: the rules that matched, and each verdict's text."""
     verdicts = rules.evaluate(event, account)
@@ -387,9 +395,7 @@ def test_the_history_verdicts_are_those_evaluate_gives_word_for_word(tmp_path):
     for event in events:
         for account in (None, "emea", "apac"):
             for why in ("", "another account's event"):
-                expected = history_verdicts(rules, event, account, why)
-                matched, texts = rules.encoded(event, account, why)
-                assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), (event.body, account)
+                _, expected = assert_encoded_as_evaluated(rules, event, account, why)
                 seen.update(json.loads(text)["why"].split(":")[0] for text in expected[1])
     assert {"duration should be > 240", "type should equal '8'", "any", "not", "topic should match glob 'Town*'",
             "password should not exist", "the event is account apac's, the rule is for emea",
@@ -426,9 +432,7 @@ def test_globs_on_one_field_tested_together_still_give_each_rule_its_verdict(tmp
             for duration in (30, 300):
                 for _ in range(2):  # the second time from the pieces kept for that outcome
                     event = ev({"id": meeting, "host_id": "h1", "duration": duration, "topic": topic})
-                    matched, texts = rules.encoded(event)
-                    expected = history_verdicts(rules, event)
-                    assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), topic
+                    matched, _ = assert_encoded_as_evaluated(rules, event)
                     seen_matches.add(len([r for r in matched if r.name.startswith("glob")]))
     assert {0, 1, 2, 3} <= seen_matches, "no glob, one, and several at once"
     (tmp_path / "many").mkdir()  # twelve globs that all match: past the expressions kept, one by one
@@ -437,12 +441,8 @@ def test_globs_on_one_field_tested_together_still_give_each_rule_its_verdict(tmp
         "    do: [livestream.start]\n" for n in range(12)))
     rules = load_rules(tmp_path / "many")
     for topic in ("Town Hall Series 2", "Weekly", "Town Hall"):
-        event = ev({"topic": topic})
-        matched, texts = rules.encoded(event)
-        expected = history_verdicts(rules, event)
-        assert (matched, encode_verdicts(texts)) == (expected[0], encode_verdicts(expected[1])), topic
+        matched, _ = assert_encoded_as_evaluated(rules, ev({"topic": topic}))
         assert len(matched) == (0 if topic == "Weekly" else 12)
-
 
 
 def test_a_whole_number_has_the_same_equality_key_by_its_short_way():

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..events import MISSING, Event
-from .model import (REGEX_INPUT_LIMIT, AllConditions, AllOf, Equals, Failure, FieldCondition, In, Pattern, Rule,
-                    eq_key, pattern_text)
+from .model import AllConditions, AllOf, Equals, Failure, FieldCondition, In, Pattern, Rule, eq_key, pattern_text
 
 # Fields an equality condition on which puts a rule in the index, most selective first.
 INDEXED_FIELDS = ("id", "uuid", "host_id", "host_email", "payload.account_id", "participant.email",
@@ -169,8 +168,8 @@ class _Plan:
     object, such as a file's `unless`), and so fail on the same first check, form a group, tested once:
     `groups`, each as its checks, (n, path, the matcher's test, the check) or (n, None, None, the check)
     for one not on a field; many groups that are one glob on the same path (rules on topics sharing a
-    prefix) are tested together, as one regular expression (_Globs: `families`). `members`: the grouped candidates in file order, as (position, rule, its
-    group's number, _texts(), its matched verdict). `alone`: the others (a rule for some accounts only,
+    prefix) are tested together, as one regular expression (_Globs: `families`). `members`: the grouped
+    candidates in file order, as (position, rule, its group's number, _texts(), its matched verdict). `alone`: the others (a rule for some accounts only,
     or whose text holds the marker), each tested on its own. `templates`: an outcome of the groups -> the
     list's verdicts for it (_Filled)."""
 
@@ -198,17 +197,15 @@ class _Plan:
                 groups.append(tuple((n, part.path, _test(part.matcher), part) if type(part) is FieldCondition
                                     else (n, None, None, part) for n, part in enumerate(parts)))
             members.append((position, rule, keyed[key], texts, encode_verdict(rule.name, True, "")))
-        by_path: dict[str, list[int]] = {}  # groups that are one glob on a path, by path
+        by_path: dict[str, list[tuple[int, Pattern]]] = {}  # groups that are one glob on a path, by path
         for number, checks in enumerate(groups):
             if len(checks) == 1 and (glob := _lone_glob(checks[0][3])) is not None:
-                by_path.setdefault(checks[0][1], []).append(number)
-        families = tuple((path, _Globs(tuple(numbers), tuple(_lone_glob(groups[n][0][3]) for n in numbers)))
-                         for path, numbers in by_path.items() if len(numbers) >= FAMILY)
+                by_path.setdefault(checks[0][1], []).append((number, glob))
+        families = tuple((path, _Globs(*zip(*found))) for path, found in by_path.items() if len(found) >= FAMILY)
         in_family = {n for _, globs in families for n in globs.groups}
         base = tuple(0 if n in in_family else -1 for n in range(len(groups)))
-        tested = tuple(checks for n, checks in enumerate(groups) if n not in in_family)
-        numbers = tuple(n for n in range(len(groups)) if n not in in_family)
-        return cls(tuple(groups), tuple(members), tuple(alone), {}, families, base, tuple(zip(numbers, tested)))
+        tested = tuple((n, checks) for n, checks in enumerate(groups) if n not in in_family)
+        return cls(tuple(groups), tuple(members), tuple(alone), {}, families, base, tested)
 
     def outcome(self, event: Event) -> list:
         """For each group: the number of its first failing field check, -1 when all passed, or the text of
@@ -273,7 +270,7 @@ def _lone_glob(part: Any) -> Pattern | None:
     """The glob of a field check that is one glob, else None."""
     if type(part) is not FieldCondition:
         return None
-    matcher = part.matcher.matchers[0] if type(part.matcher) is AllOf and len(part.matcher.matchers) == 1 else part.matcher
+    matcher = _lone(part.matcher)
     return matcher if type(matcher) is Pattern and matcher.op == "glob" else None
 
 
@@ -287,7 +284,7 @@ class _Globs:
 
     def matching(self, seen: Any) -> list[int]:
         """The numbers of the groups whose glob matches `seen` (as Pattern.test decides)."""
-        text = seen[:REGEX_INPUT_LIMIT] if type(seen) is str else pattern_text(seen)
+        text = pattern_text(seen)
         if text is None:
             return []
         found, start = [], 0
@@ -313,7 +310,7 @@ class _Filled(NamedTuple):
 
     pieces: tuple
     cuts: tuple            # a failing field check for each path whose value goes in a cut
-    slots: tuple           # for each cut, its number in cuts
+    slots: tuple           # for each cut in order, the number in cuts of its path
     first: int             # the first and last candidates' positions
     last: int
     matched: tuple         # (position, rule) of the rules that matched
@@ -321,7 +318,7 @@ class _Filled(NamedTuple):
 
     @classmethod
     def of(cls, members: tuple, groups: tuple, outcome: tuple) -> "_Filled":
-        each, cuts, paths, slots, matched = [], [], {}, [], []
+        each, cuts, paths, matched = [], [], {}, []
         for position, rule, group, texts, matched_text in members:
             n = outcome[group]
             if n < 0:
@@ -332,7 +329,6 @@ class _Filled(NamedTuple):
             if part.path not in paths:
                 paths[part.path] = len(cuts)
                 cuts.append(part)
-            slots.append(paths[part.path])
             each.append((position, texts[n][0], paths[part.path], texts[n][1]))
         pieces, text = [], ""
         for k, (_, before, cut, after) in enumerate(each):
@@ -342,7 +338,8 @@ class _Filled(NamedTuple):
                 text = ""
             text += after
         pieces.append(text)
-        return cls(tuple(pieces), tuple(cuts), tuple(slots), each[0][0], each[-1][0], tuple(matched), tuple(each))
+        slots = tuple(cut for _, _, cut, _ in each if cut >= 0)
+        return cls(tuple(pieces), tuple(cuts), slots, each[0][0], each[-1][0], tuple(matched), tuple(each))
 
     def text(self, seen: tuple) -> str:
         """The verdicts' text; `seen`: the value at each of cuts' paths, JSON-escaped."""
@@ -357,9 +354,14 @@ class _Filled(NamedTuple):
         return [(position, before + seen[cut] + after if cut >= 0 else before) for position, before, cut, after in self.each]
 
 
+def _lone(matcher: Any) -> Any:
+    """A matcher, or its one operator when it is all of one (`{glob: ...}`)."""
+    return matcher.matchers[0] if type(matcher) is AllOf and len(matcher.matchers) == 1 else matcher
+
+
 def _test(matcher: Any):
-    """A matcher's test; a lone operator's own (`{glob: ...}` is all of one operator: a call less)."""
-    return (matcher.matchers[0] if type(matcher) is AllOf and len(matcher.matchers) == 1 else matcher).test
+    """A matcher's test; a lone operator's own (a call less)."""
+    return _lone(matcher).test
 
 
 def _parts(condition: Any) -> tuple:
