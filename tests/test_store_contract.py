@@ -141,6 +141,39 @@ def test_the_sqlite_wal_shrinks_back_after_a_burst(tmp_path):
     assert os.path.getsize(wal) <= 64 * 1024 * 1024
 
 
+def test_a_sqlite_write_queued_behind_another_thread_gives_up_within_the_busy_wait_in_all(tmp_path):
+    """Another process holds the file's write lock; one of reactor's threads is already waiting it out
+    under the process's own lock. A webhook's write queued behind it fails once BUSY_SECONDS have passed
+    since it asked, not after its wait for the thread plus a wait of its own: that sum passed Zoom's 3 s."""
+    import sqlite3
+
+    from reactor.store.sqlite import BUSY_SECONDS, SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "busy.db"))
+    store.migrate()
+    blocker = sqlite3.connect(str(tmp_path / "busy.db"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+
+    def waits_it_out():
+        with pytest.raises(StoreError):
+            with store.transaction():
+                pass
+
+    first = threading.Thread(target=waits_it_out)
+    try:
+        first.start()
+        time.sleep(BUSY_SECONDS / 2)  # the first is halfway through its wait, holding the process's lock
+        asked = time.monotonic()
+        with pytest.raises(StoreError, match="locked"):
+            with store.transaction():
+                pass
+        waited = time.monotonic() - asked
+    finally:
+        first.join()
+        blocker.execute("ROLLBACK")
+    assert waited < BUSY_SECONDS + 0.5, f"gave up after {waited:.2f} s"
+
+
 def test_concurrent_claims_never_share_a_job(store):
     for n in range(40):
         store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)

@@ -73,19 +73,22 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def transaction(self, durable: bool = True):
+        """One transaction under this process's write lock. BUSY_SECONDS bounds the whole wait, for this
+        process's lock and the file's together: a webhook queued behind a thread that is itself waiting
+        out another process's lock still gets its 503 inside Zoom's 3 s."""
+        deadline = time.monotonic() + BUSY_SECONDS
         if not self._write_lock.acquire(timeout=BUSY_SECONDS):
             raise StoreError(f"the SQLite database {self.path} failed: database is locked (by this process)")
         try:
-            with self._locked_transaction(durable) as conn:
+            with self._locked_transaction(durable, deadline) as conn:
                 yield conn
         finally:
             self._write_lock.release()
 
     @contextmanager
-    def _locked_transaction(self, durable: bool):
-        """One transaction; the caller holds this process's write lock."""
+    def _locked_transaction(self, durable: bool, deadline: float):
+        """One transaction, given up at deadline if the file stays locked; the caller holds this process's write lock."""
         conn = self._conn()
-        deadline = time.monotonic() + BUSY_SECONDS
         try:
             conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._retry_busy(conn, "BEGIN IMMEDIATE", deadline)
