@@ -17,7 +17,7 @@ run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$(PORT) $(BIN)/python -m reactor dev
 
 test: $(VENV)/.installed
-	command -v strace >/dev/null || (apt-get update -q && apt-get install -y -q strace)
+	command -v strace >/dev/null && command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q strace wrk)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m reactor check --strict rules
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
