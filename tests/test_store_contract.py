@@ -259,6 +259,27 @@ def test_migrating_a_version_1_database_keeps_its_rows(tmp_path):
     assert [d["dedup_key"] for d in store.history()] == ["old"]
     store.accept(delivery("new"), [action()], T0 + 1800)
     assert store.counts() == {"deliveries": 2, "pending": 1, "running": 0, "done": 0, "dead": 0, "skipped": 0}
+    with store.reading() as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096, "an existing file keeps its page size"
+
+
+def test_a_new_sqlite_database_has_small_pages_and_holds_a_large_delivery(tmp_path):
+    """New files get 1 KiB pages (fewer bytes written per random index page); a delivery bigger than a
+    page (a 64 KiB body, verdicts of many rules) is stored and read back whole, across overflow pages."""
+    from reactor.rules.match import encode_verdict, encode_verdicts
+    from reactor.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "new.db"))
+    store.migrate()
+    with store.reading() as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    big = {"event": "meeting.started", "payload": {"object": {"topic": "x" * 65_536}}}
+    store.accept(NewDelivery(dedup_key="big", event="meeting.started", event_ts_ms=1, received_at=T0, body=big,
+                             verdicts=encode_verdicts([encode_verdict(f"rule {n}", False, "why " * 50) for n in range(200)])),
+                 [], T0 + 1800)
+    (row,) = store.history()
+    assert row["body"] == big and len(row["verdicts"]) == 200
 
 
 def test_retry_requeues_dead_jobs(store):
