@@ -163,6 +163,7 @@ def check_database(settings: Settings) -> Check:
 def _check_sqlite(path: str) -> Check:
     """Read-only: web processes create and upgrade an SQLite schema themselves at start-up."""
     from .store.schema import SCHEMA_VERSION
+    from .store.sqlite import PAGE_SIZE
 
     if not Path(path).exists():
         return Check("database", True, f"SQLite {path} does not exist yet: web processes create it at start-up "
@@ -171,6 +172,7 @@ def _check_sqlite(path: str) -> Check:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -180,8 +182,11 @@ def _check_sqlite(path: str) -> Check:
         return Check("database", False, f"SQLite {path} has schema version {version}, newer than this reactor "
                                         f"({SCHEMA_VERSION})", "upgrade reactor")
     upgrade = "" if version == SCHEMA_VERSION else ", upgraded at start-up"
+    pages = "" if page == PAGE_SIZE else (
+        f"; its pages are {page} bytes, where a new file's are {PAGE_SIZE} (fewer bytes written per delivery: "
+        f"README, Decisions, says how to convert it while reactor is stopped)")
     return Check("database", True, f"SQLite {path} readable, schema version {version}{upgrade} "
-                                   f"(durable only on a persistent disk)")
+                                   f"(durable only on a persistent disk){pages}")
 
 
 # -- rules --------------------------------------------------------------------------------------

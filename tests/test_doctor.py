@@ -113,6 +113,26 @@ def test_a_database_without_the_schema_says_run_migrate(tmp_path, zoom):
     assert line(out, "database") == "ok       database: PostgreSQL reachable, schema current"
 
 
+def test_an_sqlite_file_with_large_pages_is_fine_and_the_line_says_how_new_files_differ(tmp_path, zoom):
+    import sqlite3
+
+    env = setup(tmp_path, zoom)
+    code, out = doctor(env)
+    assert code == 0 and "pages" not in line(out, "database"), out  # not created yet
+    old = sqlite3.connect(tmp_path / "reactor.db")  # as reactor before 1 KiB pages made it
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE t (x)")
+    old.close()
+    code, out = doctor(env)
+    assert code == 0, out
+    assert "its pages are 4096 bytes, where a new file's are 1024" in line(out, "database")
+    (tmp_path / "reactor.db").unlink()
+    subprocess.run([sys.executable, "-m", "reactor", "migrate"], cwd=ROOT, check=True, capture_output=True,
+                   env={"PATH": os.environ.get("PATH", ""), **env})
+    code, out = doctor(env)
+    assert code == 0 and "readable, schema version" in line(out, "database") and "pages" not in line(out, "database"), out
+
+
 def test_an_unset_secret_reference_names_the_variable(tmp_path, zoom):
     code, out = doctor(setup(tmp_path, zoom, YOUTUBE_STREAM_KEY=None))
     assert code == 1
