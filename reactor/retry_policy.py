@@ -26,6 +26,8 @@ SCOPE_CODES = (4700, 4711)  # 4711: "Invalid access token, does not contain scop
 CONFIG_CODES = frozenset({124, 300, 1001, 1010, 3000, *SCOPE_CODES})
 LATE = ("the event is older than REACTOR_ACTION_DEADLINE; a late event does not start or stop a stream "
         "blindly (python -m reactor retry ACTION --force sends it anyway)")
+RAN_OUT = ("an earlier attempt did not succeed and the next came due after REACTOR_ACTION_DEADLINE; gave up at "
+           "the deadline (python -m reactor retry ACTION --force sends it anyway)")
 SUPERSEDED = "a later event's action on this meeting already ran; this earlier one would undo it"
 AFTER_FAILURE = "an earlier action of this rule for this event failed; this one would act on its failure"
 
@@ -60,8 +62,8 @@ def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
 def before_call(job: Job, now: float, sent: dict, *, superseded: bool, failed_before: bool,
                 dry_run: bool) -> Decision | None:
     """A decision that makes the call unnecessary (too late, superseded, after a failure, dry run), or None."""
-    if now > job.deadline:
-        return Decision(Attempt(now, "dead", message=LATE, sent=sent), "dead")
+    if now > job.deadline:  # a late event, or a retry due just before the deadline and reached just after it
+        return Decision(Attempt(now, "dead", message=LATE if job.attempts <= 1 else RAN_OUT, sent=sent), "dead")
     if superseded:
         return Decision(Attempt(now, "skipped", message=SUPERSEDED, sent=sent), "skipped")
     if failed_before:

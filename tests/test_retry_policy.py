@@ -102,6 +102,18 @@ def test_before_call(now, superseded, failed_before, dry_run, status, message):
         assert decision.status == status and message in decision.attempt.message and decision.due_at is None
 
 
+def test_a_retry_reached_after_the_deadline_says_it_gave_up_there_not_that_the_event_was_late():
+    """A retry due just before the deadline can be claimed just after it (idle dispatchers look for due
+    retries every 0.5 s): its message is the one a retry scheduled past the deadline gets, not the late
+    event's. A first attempt past the deadline is a late event."""
+    late_retry = before_call(job(failures=1), DEADLINE + 0.2, SENT, superseded=False, failed_before=False,
+                             dry_run=False)
+    assert late_retry.status == "dead" and "gave up at the deadline" in late_retry.attempt.message
+    assert "older than" not in late_retry.attempt.message
+    late_event = before_call(job(), DEADLINE + 0.2, SENT, superseded=False, failed_before=False, dry_run=False)
+    assert late_event.status == "dead" and "older than REACTOR_ACTION_DEADLINE" in late_event.attempt.message
+
+
 @pytest.mark.parametrize("failures, low, high", [(1, 0.8, 1.2), (2, 1.6, 2.4), (3, 3.2, 4.8), (6, 25.6, 38.4),
                                                  (7, 48, 72), (8, 48, 72), (50, 48, 72)])
 def test_backoff_doubles_from_1_s_to_a_60_s_cap_with_20_percent_jitter(failures, low, high):
