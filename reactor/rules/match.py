@@ -169,9 +169,9 @@ class _Plan:
     `groups`, each as its checks, (n, path, the matcher's test, the check) or (n, None, None, the check)
     for one not on a field; many groups that are one glob on the same path (rules on topics sharing a
     prefix) are tested together, as one regular expression (_Globs: `families`). `members`: the grouped
-    candidates in file order, as (position, rule, its group's number, _texts(), its matched verdict). `alone`: the others (a rule for some accounts only,
-    or whose text holds the marker), each tested on its own. `templates`: an outcome of the groups -> the
-    list's verdicts for it (_Filled)."""
+    candidates in file order, as (position, rule, its group's number, _texts(), its matched verdict).
+    `alone`: the others (a rule for some accounts only, or whose text holds the marker), each tested on
+    its own. `templates`: an outcome of the groups -> the list's verdicts for it (_Filled)."""
 
     groups: tuple
     members: tuple
