@@ -176,7 +176,7 @@ def test_a_stream_stopped_while_the_meeting_runs_raises_one_alert_and_a_meeting_
 
 def test_database_refusals_raise_one_alert_once_the_database_is_back(make_server, zoom, chat):
     from tests.backends import migrated_postgres_schema
-    from tests.test_promises_postgres import Proxy
+    from tests.backends import Proxy
 
     url = migrated_postgres_schema()
     proxy = Proxy()

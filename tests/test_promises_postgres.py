@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.backends import fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
+from tests.backends import Proxy, fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
 from tests.conftest import ROOT, Worker, event, free_port, signed_headers
 from tests.syscalls import Trace, children, flushes_before_each_200
 from tests.zoom_standin import ZoomStandIn
@@ -107,82 +106,6 @@ def test_postgres_concurrent_accepts_share_transactions(make_server):
 
 
 # -- the database goes away ----------------------------------------------------------------------------------
-
-
-class Proxy:
-    """127.0.0.1:port -> PostgreSQL. `cut()` drops every connection and refuses new ones, as a database
-    that went away; `restore()` lets connections through again."""
-
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)):
-        self.target, self.port = target, free_port()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self.restore()
-
-    def url(self, url: str) -> str:
-        return url.replace(f"{self.target[0]}:{self.target[1]}", f"127.0.0.1:{self.port}", 1)
-
-    def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        with self._lock:
-            self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            sockets, self._sockets = self._sockets, []
-        _close(listener)
-        for sock in sockets:
-            _close(sock)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=2)
-                upstream.settimeout(None)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                live = self._listener is listener
-                if live:
-                    self._sockets += [client, upstream]
-            if not live:  # accepted just before a cut: a connection must not outlive the cut it raced
-                _close(client)
-                _close(upstream)
-                return
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        _close(src)
-        _close(dst)
-
-
-def _close(sock: socket.socket | None) -> None:
-    if sock is None:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # also wakes a thread blocked in accept() or recv()
-    except OSError:
-        pass
-    sock.close()
-
 
 def post(server, body: dict, timeout: float) -> requests.Response:
     raw = json.dumps(body).encode()

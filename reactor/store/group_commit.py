@@ -2,7 +2,10 @@
 
 One append at a time leads, committing every append queued so far, then hands the lead to the
 first append that queued meanwhile; the others sleep on their own event until their commit is done
-or the lead is theirs. A backend supplies `group_transaction` (by default its `transaction`) and `append_all`.
+or the lead is theirs. Each append has its own deadline, APPEND_WAIT after it asked: a commit waits
+for the database no longer than its leader's (the oldest append it holds), so no webhook waits for two
+commits' worth of waiting. A backend supplies `group_transaction(deadline)` (by default its
+`transaction`) and `append_all`.
 """
 from __future__ import annotations
 
@@ -12,11 +15,7 @@ import time
 from ..errors import StoreError
 from ..logs import log
 
-APPEND_WAIT = 2.0  # seconds a delivery waits to be committed before the webhook answers 503
-# A failed group commit is retried one delivery at a time, so one delivery the database refuses fails
-# alone; only until the batch is this old (as long as a follower waits to be taken), so every webhook is
-# still answered within Zoom's 3 s, and a database that is down (a 2 s lock wait) fails them all at once.
-ISOLATE_WITHIN = APPEND_WAIT
+APPEND_WAIT = 2.0  # seconds an append may wait for the database before the webhook answers 503 (Zoom's limit: 3)
 
 
 class GroupCommit:
@@ -35,25 +34,26 @@ class GroupCommit:
             if not self._leading:
                 self._leading = mine.lead = True
         if not mine.lead:
-            woken = mine.wake.wait(APPEND_WAIT)
+            woken = mine.wake.wait(max(0.0, mine.deadline - time.monotonic()))
             with self._queue_lock:
                 if not woken and not mine.taken and not mine.lead:  # certainly not stored
                     self._queue.remove(mine)
                     raise StoreError(f"the database did not take the delivery within {APPEND_WAIT} s")
             mine.wake.wait()  # a commit holding it is under way: its outcome is ours; or we lead
         if not mine.done:
-            self._lead()
+            self._lead(mine.deadline)
         if mine.error is not None:
             raise mine.error
         return mine.result
 
-    def group_transaction(self):
-        """The durable transaction one group commit runs in."""
-        return self.transaction()
+    def group_transaction(self, deadline: float):
+        """The durable transaction one group commit runs in, waiting for the database until `deadline`."""
+        return self.transaction(deadline=deadline)
 
-    def _lead(self) -> None:
-        """Commit what is queued, then pass the lead on (or give it up when nothing waits)."""
-        self._commit_queued()
+    def _lead(self, deadline: float) -> None:
+        """Commit what is queued by `deadline` (the leader's), then pass the lead on (or give it up when
+        nothing waits). The leader is the oldest append queued, so its deadline is the earliest."""
+        self._commit_queued(deadline)
         with self._queue_lock:
             if self._queue:
                 successor = self._queue[0]
@@ -62,9 +62,13 @@ class GroupCommit:
             else:
                 self._leading = False
 
-    def _commit_queued(self) -> None:
-        """Commit every queued accept in one transaction. The batch is taken once the transaction has
-        begun (on SQLite: holds the file lock), so whatever queued meanwhile joins this commit."""
+    def _commit_queued(self, deadline: float) -> None:
+        """Commit every queued append in one transaction. The batch is taken once the transaction has
+        begun (on SQLite: holds the file lock), so whatever queued meanwhile joins this commit.
+
+        A failed commit is retried one delivery at a time, so one delivery the database refuses fails
+        alone; only until `deadline`, so every webhook is still answered within Zoom's 3 s, and a
+        database that is down fails them all at once."""
         batch: list[_Pending] = []
 
         def take() -> list[_Pending]:
@@ -74,9 +78,8 @@ class GroupCommit:
                     pending.taken = True
             return taken
 
-        started = time.monotonic()
         try:
-            with self.group_transaction() as conn:
+            with self.group_transaction(deadline) as conn:
                 batch = take()
                 self._store(conn, batch)
         except Exception as exc:  # whatever failed, every delivery of the batch learns it was not stored
@@ -84,8 +87,8 @@ class GroupCommit:
             began = bool(batch)
             if not began:  # the transaction never began: the database is unavailable, and all fail at once
                 batch = take()  # (trying each alone would wait for it again, past Zoom's deadline)
-            if began and len(batch) > 1 and time.monotonic() - started < ISOLATE_WITHIN:
-                self._one_by_one(batch, error, started)
+            if began and len(batch) > 1 and time.monotonic() < deadline:
+                self._one_by_one(batch, error, deadline)
             else:
                 for pending in batch:
                     pending.error = error
@@ -97,17 +100,17 @@ class GroupCommit:
         for pending, seq in zip(batch, self.append_all(conn, [p.item for p in batch])):
             pending.result = seq
 
-    def _one_by_one(self, batch: list["_Pending"], error: StoreError, started: float) -> None:
+    def _one_by_one(self, batch: list["_Pending"], error: StoreError, deadline: float) -> None:
         """After a failed group commit: commit each delivery alone, so only one the database refuses
-        (a value it cannot bind or index) fails; once ISOLATE_WITHIN has passed, the rest fail as the batch did."""
+        (a value it cannot bind or index) fails; once `deadline` has passed, the rest fail as the batch did."""
         log("a group commit failed; committing its deliveries one at a time", 30, deliveries=len(batch),
             error=str(error))
         for pending in batch:
-            if time.monotonic() - started >= ISOLATE_WITHIN:
+            if time.monotonic() >= deadline:
                 pending.error = error
                 continue
             try:
-                with self.group_transaction() as conn:
+                with self.group_transaction(deadline) as conn:
                     self._store(conn, [pending])
             except Exception as exc:
                 pending.result, pending.error = None, _as_store_error(exc)
@@ -123,10 +126,11 @@ def _as_store_error(exc: Exception) -> StoreError:
 class _Pending:
     """One append waiting for a group commit."""
 
-    __slots__ = ("item", "wake", "lead", "taken", "done", "result", "error")
+    __slots__ = ("item", "deadline", "wake", "lead", "taken", "done", "result", "error")
 
     def __init__(self, item: tuple):
         self.item = item
+        self.deadline = time.monotonic() + APPEND_WAIT  # monotonic: when this append's webhook gets its 503
         self.wake = threading.Event()   # set when its commit is done, or when the lead passes to it
         self.lead = self.taken = self.done = False
         self.result, self.error = None, None

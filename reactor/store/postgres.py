@@ -87,29 +87,32 @@ class PostgresStore(SQLStore):
         return self._pool
 
     @contextmanager
-    def _connection(self):
+    def _connection(self, deadline: float | None = None):
+        """A pooled connection, waited for until `deadline` (time.monotonic()), by default CONNECT_SECONDS.
+        Past the deadline a connection ready in the pool is still taken; none is waited for."""
+        wait = CONNECT_SECONDS if deadline is None else max(0.001, deadline - time.monotonic())
         try:
-            with self._get_pool().connection() as conn:
+            with self._get_pool().connection(timeout=wait) as conn:
                 yield conn
                 conn._reactor_used = time.monotonic()
         except PoolTimeout:
-            raise StoreError(f"PostgreSQL did not give a connection within {CONNECT_SECONDS} s") from None
+            raise StoreError(f"PostgreSQL did not give a connection within {wait:.1f} s") from None
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL failed: {_short(exc)}") from None
 
     @contextmanager
-    def transaction(self, durable: bool = True):
-        with self._connection() as conn:
+    def transaction(self, durable: bool = True, deadline: float | None = None):
+        with self._connection(deadline) as conn:
             with conn.transaction():
                 if not durable:
                     conn.execute("SET LOCAL synchronous_commit = off", prepare=True)
                 yield conn
 
     @contextmanager
-    def group_transaction(self):
+    def group_transaction(self, deadline: float):
         """append_all is one INSERT, and on an autocommit connection one statement is its own durable
         transaction: no BEGIN and COMMIT round trips on the acknowledgement's path."""
-        with self._connection() as conn:
+        with self._connection(deadline) as conn:
             yield conn
 
     @contextmanager

@@ -71,11 +71,13 @@ class SQLStore(GroupCommit, Store):
 
     # -- what a dialect provides
     @contextmanager
-    def transaction(self, durable: bool = True):
+    def transaction(self, durable: bool = True, deadline: float | None = None):
         """Yield a connection inside one transaction that holds the write lock where the engine has one;
         commit on exit, roll back on error, raise StoreError when the database fails. `durable=False`
         (the dispatcher's bookkeeping) may skip waiting for the disk where the engine allows: a
-        crash of the machine, not of the process, may then forget it, and the job runs again."""
+        crash of the machine, not of the process, may then forget it, and the job runs again.
+        `deadline` (time.monotonic()) ends the wait for a connection or the lock; by default the
+        backend's own limit, inside Zoom's 3 s."""
         raise NotImplementedError
         yield
 

@@ -77,12 +77,13 @@ class SQLiteStore(SQLStore):
         return conn
 
     @contextmanager
-    def transaction(self, durable: bool = True):
-        """One transaction under this process's write lock. BUSY_SECONDS bounds the whole wait, for this
-        process's lock and the file's together: a webhook queued behind a thread that is itself waiting
-        out another process's lock still gets its 503 inside Zoom's 3 s."""
-        deadline = time.monotonic() + BUSY_SECONDS
-        if not self._write_lock.acquire(timeout=BUSY_SECONDS):
+    def transaction(self, durable: bool = True, deadline: float | None = None):
+        """One transaction under this process's write lock. One deadline (by default BUSY_SECONDS from now)
+        bounds the whole wait, for this process's lock and the file's together: a webhook queued behind a
+        thread that is itself waiting out another process's lock still gets its 503 inside Zoom's 3 s."""
+        if deadline is None:
+            deadline = time.monotonic() + BUSY_SECONDS
+        if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise StoreError(f"the SQLite database {self.path} failed: database is locked (by this process)")
         try:
             with self._locked_transaction(durable, deadline) as conn:
