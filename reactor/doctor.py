@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from . import outbound
 from .accounts import Account, load_accounts, single_account
 from .errors import ConfigError, RulesError, SecretError, StoreError, SchemaError, TokenError
 from .redact import scrub
@@ -347,7 +348,7 @@ def _url_validation(url: str, secret: str) -> Check:
                "x-zm-signature": sign(secret, timestamp, raw), "user-agent": "reactor-doctor"}
     started = time.monotonic()
     try:
-        response = requests.post(url, data=raw, headers=headers, timeout=CALL_TIMEOUT)
+        response = outbound.Session().post(url, data=raw, headers=headers, timeout=CALL_TIMEOUT)
     except requests.RequestException as exc:
         return Check("endpoint", False, f"cannot reach {url} ({type(exc).__name__})",
                      "check the URL and that the web process is running")
@@ -396,7 +397,7 @@ def _clock_skew(response: requests.Response) -> float | None:
 
 def _readiness(url: str) -> Check:
     try:
-        response = requests.get(url, timeout=CALL_TIMEOUT)
+        response = outbound.Session().get(url, timeout=CALL_TIMEOUT)
     except requests.RequestException as exc:
         return Check("readiness", False, f"cannot reach {url} ({type(exc).__name__})",
                      "check the URL and that the web process is running")

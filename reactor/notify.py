@@ -22,6 +22,7 @@ import time
 
 import requests
 
+from . import outbound
 from .delivery import NewDelivery
 from .errors import StoreError, ZoomError
 from .logs import log
@@ -50,7 +51,7 @@ class ChatSender:
     (the outbox's "no usable answer", retryable)."""
 
     def __init__(self, session: requests.Session | None = None):
-        self._session = session or requests.Session()
+        self._session = session or outbound.Session()
 
     def post(self, url: str, body: dict) -> Answer:
         try:

@@ -11,6 +11,7 @@ from typing import Callable
 
 import requests
 
+from . import outbound
 from .errors import NotSent, TokenError, ZoomError, ZoomUnreachable
 from .retry_policy import Answer
 
@@ -36,7 +37,7 @@ class ZoomClient:
         self.api_url, self.oauth_url, self.account_id = api_url.rstrip("/"), oauth_url, account_id
         self.credentials_hint = credentials_hint or "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET"
         self._auth = (client_id, client_secret)
-        self._session = session or requests.Session()
+        self._session = session or outbound.Session()
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None

@@ -15,7 +15,7 @@ import requests
 from reactor.redact import REDACTED, scrub
 from reactor.store import open_store
 from tests.conftest import ROOT, SECRET, STREAM_KEY, ReactorServer, event, log_lines, run_cli, signed_headers, wait_until
-from tests.zoom_standin import Reply
+from tests.zoom_standin import Reply, ZoomStandIn
 
 
 def stored_text(server) -> str:
@@ -397,3 +397,30 @@ rules:
     [job] = server.wait_jobs(1)
     text = json.dumps(job)
     assert STREAM_KEY[:7] not in text and REDACTED in job["attempt_log"][0]["message"]
+
+
+def test_a_netrc_default_entry_never_replaces_the_bearer_token_nor_reaches_zoom_or_the_chat(make_server, zoom, tmp_path):
+    """requests reads ~/.netrc for every call it is given no credentials for, and a `default` entry matches
+    every host: the Zoom call's Bearer token became that login (Zoom answers 401), on a redirect too, and a
+    chat post carried it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("default login someone password netrc-password-7f3a\n")
+    (home / ".netrc").chmod(0o600)
+    chat = ZoomStandIn()
+    try:
+        server = make_server(zoom=zoom, env={"HOME": str(home), "WEB_CONCURRENCY": "1",
+                                             "REACTOR_ALERT_URL": chat.url + "/hooks/T0001/B0002/hook-secret"})
+        zoom.script("/v2/meetings/", [Reply(307, headers={"Location": zoom.url + "/v2/moved/livestream/status"})])
+        assert server.post(event(topic="Town Hall")).status_code == 200
+        calls = zoom.wait_for(2)  # the call, and again where Zoom redirected it (requests reads the file again there)
+        assert [c.headers.get("authorization") for c in calls] == [f"Bearer {zoom.issued_tokens()[0]}"] * 2
+        assert [c.status for c in calls] == [307, 204]
+        for _ in range(25):  # a burst of bad signatures: one alert to the chat
+            assert server.post(event(), secret="rotated-secret").status_code == 401
+        [post] = chat.wait_for(1, "/hooks/", timeout=30)
+        assert "authorization" not in post.headers
+        sent = json.dumps([c.headers for c in zoom.token_calls + zoom.api_calls("/") + chat.api_calls("/")])
+        assert "netrc-password" not in sent and "c29tZW9uZTpuZXRyYy1wYXNzd29yZC03ZjNh" not in sent  # nor base64'd
+    finally:
+        chat.close()
