@@ -251,6 +251,12 @@ def check_secrets(rules, env: Mapping[str, str], key: str) -> list[Check]:
 # -- Zoom ---------------------------------------------------------------------------------------
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL, lower-cased."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 def needed_scopes(rules, account: str | None = None) -> dict[tuple[str, str], list[str]]:
     """What the rules can call: (meetings|webinars, status|configure) -> the rules that do."""
     needs: dict[tuple[str, str], list[str]] = {}
@@ -284,7 +290,7 @@ def check_zoom(settings: Settings, account: Account, rules, several: bool = Fals
 
     client = ZoomClient(settings.api_url, settings.oauth_url, *creds)
     try:
-        scopes = client.token_scopes()
+        scopes, api_url = client.token_scopes()
     except TokenError as exc:
         detail = str(exc).split(": check ZOOM_ACCOUNT_ID")[0]  # the fix is said below, for this account
         if exc.retryable:
@@ -293,6 +299,10 @@ def check_zoom(settings: Settings, account: Account, rules, several: bool = Fals
         return [Check(token_check, False, f"Zoom refused the credentials: {detail}",
                       f"copy {where} again from {_CREDENTIALS_PAGE}, and check that the app is activated")]
     results = [Check(token_check, True, f"a token was issued with {len(scopes)} scope(s)")]
+    if api_url and _origin(api_url) != _origin(settings.api_url):  # another Zoom cloud (zoomgov.com): its tokens
+        results.append(Check(f"Zoom API{token_check.removeprefix('Zoom token')}", False,  # fail at api.zoom.us
+                             f"Zoom says this account's API is at {_origin(api_url)}, and ZOOM_API_URL is "
+                             f"{settings.api_url}", f"set ZOOM_API_URL={_origin(api_url)}/v2"))
     if rules is None:
         return results + [Check(scopes_check, None, "the rules above must be fixed first")]
     needs = needed_scopes(rules, account.name if several else None)

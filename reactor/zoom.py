@@ -55,7 +55,7 @@ class ZoomClient:
             self._fetch = fetch
         if leader:
             try:
-                token, lifetime, _ = self._fetch_token()
+                token, lifetime, _, _ = self._fetch_token()
                 with self._lock:
                     self._token, self._expires = token, self._clock() + lifetime
                 fetch.token = token
@@ -71,13 +71,15 @@ class ZoomClient:
             raise fetch.error
         return fetch.token
 
-    def token_scopes(self) -> frozenset[str]:
-        """The scopes of a freshly issued token (what `doctor` checks): one token request, nothing else sent."""
-        _, _, scopes = self._fetch_token()
-        return scopes
+    def token_scopes(self) -> tuple[frozenset[str], str | None]:
+        """The scopes of a freshly issued token and the API URL Zoom gave with it (what `doctor` checks):
+        one token request, nothing else sent."""
+        _, _, scopes, api_url = self._fetch_token()
+        return scopes, api_url
 
-    def _fetch_token(self) -> tuple[str, float, frozenset[str]]:
-        """One token request: the token, its lifetime and the scopes Zoom granted (space-separated `scope`)."""
+    def _fetch_token(self) -> tuple[str, float, frozenset[str], str | None]:
+        """One token request: the token, its lifetime, the scopes Zoom granted (space-separated `scope`) and
+        the account's API URL (`api_url`, e.g. https://api.zoom.us; None when the answer has none)."""
         try:
             response = self._session.post(
                 self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
@@ -96,9 +98,10 @@ class ZoomClient:
                 raise ValueError
             scope = data.get("scope") or ""
             scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+            api_url = data.get("api_url") if isinstance(data.get("api_url"), str) else None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise TokenError("the token endpoint answered without an access_token", True) from None
-        return token, lifetime, scopes
+        return token, lifetime, scopes, api_url
 
     def drop_token(self, token: str) -> None:
         with self._lock:

@@ -98,6 +98,22 @@ def test_a_token_lacking_a_scope_names_the_scope_and_the_rule(tmp_path, zoom):
     assert line(out, "Zoom token").startswith("ok")
 
 
+def test_an_account_zoom_serves_from_another_api_url_is_named_with_the_setting_to_change(tmp_path, zoom):
+    """The token's answer says where the account's API is (`api_url`); calls sent elsewhere (an account on
+    Zoom for Government, api.zoomgov.com, called at api.zoom.us) would be refused."""
+    env = setup(tmp_path, zoom)
+    zoom.api_url = "https://api.zoomgov.com"
+    code, out = doctor(env)
+    assert code == 1
+    assert line(out, "Zoom API") == (
+        f"FAILED   Zoom API: Zoom says this account's API is at https://api.zoomgov.com, and ZOOM_API_URL is "
+        f"{zoom.url}/v2; fix: set ZOOM_API_URL=https://api.zoomgov.com/v2")
+    assert line(out, "Zoom token").startswith("ok")
+    zoom.api_url = zoom.url + "/"  # the same place, written otherwise
+    code, out = doctor(env)
+    assert code == 0 and "Zoom API" not in out, out
+
+
 def test_a_database_without_the_schema_says_run_migrate(tmp_path, zoom):
     url = fresh_postgres_schema()  # PostgreSQL, never migrated
     env = setup(tmp_path, zoom, DATABASE_URL=url)

@@ -100,6 +100,7 @@ class ZoomStandIn:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.api_url = self.url  # the `api_url` each token answer gives, as Zoom's gives https://api.zoom.us
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -129,7 +130,8 @@ class ZoomStandIn:
                 self._issued += 1
                 self.token_account[f"standin-token-{self._issued}"] = account
                 return Reply(200, {"access_token": f"standin-token-{self._issued}", "token_type": "bearer",
-                                   "expires_in": self.token_lifetime, "scope": self.token_scope})
+                                   "expires_in": self.token_lifetime, "scope": self.token_scope,
+                                   "api_url": self.api_url})
             self.calls.append(call)
             owner = self.owners.get(call.path.split("/")[3] if call.path.count("/") >= 3 else "")
             token = call.headers.get("authorization", "").removeprefix("Bearer ")
