@@ -60,7 +60,7 @@ class ChatSender:
             raise ZoomError(f"the chat webhook did not answer ({type(exc).__name__})") from None
         retry_after = response.headers.get("Retry-After", "")
         return Answer(response.status_code, None, response.text[:200].strip(),
-                      float(retry_after) if retry_after.isdigit() else None)
+                      float(retry_after) if retry_after.isascii() and retry_after.isdigit() else None)
 
 
 def _meeting(cause: dict) -> tuple[str, str]:

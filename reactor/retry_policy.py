@@ -1,7 +1,7 @@
 """Pure: the retry policy. Zoom's answer (or the failure), the job and the clock in; what to record,
 the job's new status and when to try next out. The dispatcher does what this decides.
 
-2xx done; 429 retry at Retry-After (30 s without one), not counted as a failure; 5xx, timeouts and
+2xx done; 429 retry at Retry-After (30 s without one; 0 or past: the backoff), not counted as a failure; 5xx, timeouts and
 connection errors retry with exponential backoff and jitter (1 s doubling to 60 s) until the job's
 deadline, then dead; 401 (after the client's one retry with a fresh token) and any other 4xx dead at
 once with Zoom's code and message. Delays count from the answer (or the failure), not the request.
@@ -16,6 +16,7 @@ from .delivery import Attempt, Job
 from .errors import TokenError, ZoomError
 
 RATE_LIMIT_DEFAULT = 30.0  # Zoom's advice when a 429 has no Retry-After
+RATE_LIMIT_FLOOR = 1.0     # a 429's Retry-After below this (0, or a time already past: clocks apart) gives the backoff
 BACKOFF_START, BACKOFF_CAP = 1.0, 60.0
 SCOPE_HINT = ("the app lacks a scope: add meeting:update:livestream_status:admin and "
               "meeting:update:livestream:admin (webinar:update:... for webinars), or meeting:write:admin")
@@ -94,6 +95,8 @@ def _judge(job: Job, answer: Answer, started: float, took_ms: float, answered_at
         return Decision(Attempt(started, "done", answer.status, message="ok", duration_ms=took_ms, sent=sent), "done")
     if answer.status == 429:
         delay = answer.retry_after if answer.retry_after is not None else RATE_LIMIT_DEFAULT
+        if delay < RATE_LIMIT_FLOOR:  # never again at once: each try would be one more 429 on the account's limit
+            delay = max(RATE_LIMIT_FLOOR, backoff(job.attempts, rng))
         due = answered_at + delay
         message = f"rate limited ({answer.message or 'too many requests'}); retry after {delay:.0f} s"
         if due > job.deadline:

@@ -170,6 +170,7 @@ def test_retry_after_is_read_as_seconds_http_date_or_iso_time():
     assert parse_retry_after(formatdate(now - 100, usegmt=True), now) == 0.0, "a date in the past: now"
     assert parse_retry_after(None, now) is None and parse_retry_after("", now) is None
     assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("\u00b2", now) is None, "a digit only to str.isdigit(): float() refuses it"
 
 
 def test_429_without_retry_after_waits_30s_and_5xx_waits_the_jittered_second(make_server, zoom):

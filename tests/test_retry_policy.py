@@ -148,3 +148,18 @@ def test_4711_names_the_missing_scopes_on_a_start():
                           TOOK, SENT)
     assert decision.status == "dead" and decision.attempt.message.endswith(
         "(add the scopes a:b, c:d to the app on Zoom's App Marketplace, then retry)")
+
+
+def test_a_429_whose_retry_after_is_now_or_past_backs_off_instead_of_asking_again_at_once():
+    """Retry-After 0, or a time already past on this clock (clocks a second apart), made the job due at
+    once: each try one more 429 against the account's limit, at the pacing rate, until the deadline."""
+    answered = T + TOOK / 1000
+    dues = [after_call(job(), Answer(429, retry_after=0.0), T, TOOK, SENT, rng=half).due_at - answered]
+    for attempts in (3, 7, 12):
+        the_job = Job(7, 3, ACTION, int(T * 1000), DEADLINE, attempts=attempts, status="running", failures=0)
+        decision = after_call(the_job, Answer(429, retry_after=0.0), T, TOOK, SENT, rng=half)
+        assert decision.status == "pending" and not decision.failure, "a 429 is not a failure"
+        dues.append(decision.due_at - answered)
+    assert dues == pytest.approx([1.0, 4.0, 60.0, 60.0])  # the backoff by attempts, from 1 s to its 60 s cap
+    assert after_call(job(), Answer(429, retry_after=2.0), T, TOOK, SENT, rng=half).due_at - answered == \
+        pytest.approx(2.0), "a Retry-After in the future is followed as given"
