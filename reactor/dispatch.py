@@ -31,6 +31,8 @@ POLL_SECONDS = 0.5         # idle threads look for due retries this often
 PACING_LATE = 0.01         # seconds after its slot a call may still leave (the spacing's margin absorbs it)
 PACING_TRIES = 3           # slots taken at most per call, when the machine is too busy to leave on time
 PRUNE_EVERY = 3600.0
+RECORD_PATIENCE = LEASE_SECONDS - 15  # seconds after a call a refused record of its outcome is tried again for
+RECORD_PAUSE = 0.5
 CHAT_KINDS = ("alert", "notify")  # jobs sent to a chat webhook by reactor.notify, not to Zoom
 
 
@@ -200,7 +202,8 @@ class Dispatcher:
         metrics.zoom_request(action.path, getattr(result, "status", None), took / 1000)
         decision = after_call(job, result, started, took, sent)
         attempt = decision.attempt
-        self._finish(job, replace(decision, attempt=replace(attempt, message=scrub(attempt.message, revealed))))
+        self._finish(job, replace(decision, attempt=replace(attempt, message=scrub(attempt.message, revealed))),
+                     called_at=started)
 
     def _chat(self, job: Job) -> None:
         """An alert or a rule's notify: one POST to a chat webhook, judged like a Zoom answer. Its path is
@@ -242,11 +245,24 @@ class Dispatcher:
         decision = after_call(job, result, started, took, sent)
         message = scrub(decision.attempt.message.replace("Zoom answered", "the chat webhook answered"), [url])
         metrics.alert(action.kind, decision.attempt.outcome)
-        self._finish(job, replace(decision, attempt=replace(decision.attempt, message=message)))
+        self._finish(job, replace(decision, attempt=replace(decision.attempt, message=message)), called_at=started)
 
-    def _finish(self, job: Job, decision: Decision) -> None:
+    def _finish(self, job: Job, decision: Decision, called_at: float | None = None) -> None:
+        """Record the decision. After a call (made at `called_at`), a database that refuses the record (a
+        write lock held past its 2 s wait) is asked again until shortly before the lease taken for the call
+        runs out: unrecorded, the job would be claimed again once its lease expired, and sent twice."""
         attempt = decision.attempt
-        held = self.store.finish(job, self.owner, attempt, decision.status, decision.due_at, failure=decision.failure)
+        while True:
+            try:
+                held = self.store.finish(job, self.owner, attempt, decision.status, decision.due_at,
+                                         failure=decision.failure)
+                break
+            except StoreError as exc:
+                if called_at is None or self.clock() + RECORD_PAUSE > called_at + RECORD_PATIENCE:
+                    raise
+                log("the outcome of a call could not be recorded yet; trying again", 30, job=job.id,
+                    outcome=attempt.outcome, error=str(exc))
+                self.sleep(RECORD_PAUSE)
         metrics.action(job.action.kind, attempt.outcome)
         log("attempt", job=job.id, delivery=job.delivery_id, rule=job.action.rule, action=job.action.kind,
             path=job.action.path, outcome=attempt.outcome, http_status=attempt.http_status,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import threading
 import time
 
@@ -112,3 +113,39 @@ def test_stalled_zoom_calls_do_not_stop_the_dispatcher(make_server, zoom):
     server.wait_jobs(20, statuses=("done",), timeout=30)
     assert time.time() - started < 5, "other work drained while three calls stalled for 10 s"
     assert server.wait_jobs(23, statuses=("done",), timeout=30)
+
+
+def test_a_calls_outcome_refused_at_first_by_the_database_is_recorded_once_it_is_free_and_not_sent_again(
+        make_server, zoom):
+    """Zoom answered 204 while another process held the SQLite file's write lock past the dispatcher's 2 s
+    wait. The outcome used to be dropped: the job stayed 'running', to be claimed and sent again once its
+    lease ran out (60 s). It is recorded once the lock is free, and Zoom gets the call once."""
+    server = make_server(PLAIN, zoom=zoom, env={"WEB_CONCURRENCY": "1", "REACTOR_ZOOM_RATE": "1000"})
+    holder = sqlite3.connect(str(server.db), timeout=10, isolation_level=None, check_same_thread=False)
+    held: list[float] = []
+
+    def hold_the_file_as_zoom_answers(call):
+        if not held:
+            holder.execute("BEGIN IMMEDIATE")
+            held.append(time.time())
+            threading.Timer(3.5, lambda: holder.execute("COMMIT")).start()
+        return None  # the call is answered 204
+
+    zoom.chaos = hold_the_file_as_zoom_answers
+    try:
+        assert server.post(event(meeting_id="41000000001", topic="Plain")).status_code == 200
+        zoom.wait_for(1)
+        deadline = time.time() + 15
+        while True:
+            [(status, attempts)] = sqlite3.connect(str(server.db), timeout=10).execute(
+                "SELECT j.status, (SELECT count(*) FROM attempts a WHERE a.job_id = j.id) FROM jobs j").fetchall()
+            if status != "running":
+                break
+            assert time.time() < deadline, "the call's outcome was never recorded: it would be sent again"
+            time.sleep(0.2)
+        assert (status, attempts) == ("done", 1)
+        assert "could not be recorded yet" in server.logs()
+        time.sleep(1)
+        assert len(zoom.api_calls()) == 1
+    finally:
+        holder.close()
