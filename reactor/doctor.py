@@ -358,10 +358,12 @@ def _url_validation(url: str, secret: str) -> Check:
                "x-zm-signature": sign(secret, timestamp, raw), "user-agent": "reactor-doctor"}
     started = time.monotonic()
     try:
-        response = outbound.Session().post(url, data=raw, headers=headers, timeout=CALL_TIMEOUT)
+        response = outbound.session().post(url, data=raw, headers=headers, timeout=CALL_TIMEOUT, allow_redirects=False)
     except requests.RequestException as exc:
         return Check("endpoint", False, f"cannot reach {url} ({type(exc).__name__})",
                      "check the URL and that the web process is running")
+    if (moved := _redirected("endpoint", url, response)) is not None:
+        return moved
     elapsed = time.monotonic() - started
     error = _error_text(response)
     if response.status_code == 401:  # the answer says only "not a signed delivery": the reason is in its log
@@ -407,10 +409,12 @@ def _clock_skew(response: requests.Response) -> float | None:
 
 def _readiness(url: str) -> Check:
     try:
-        response = outbound.Session().get(url, timeout=CALL_TIMEOUT)
+        response = outbound.session().get(url, timeout=CALL_TIMEOUT, allow_redirects=False)
     except requests.RequestException as exc:
         return Check("readiness", False, f"cannot reach {url} ({type(exc).__name__})",
                      "check the URL and that the web process is running")
+    if (moved := _redirected("readiness", url, response)) is not None:
+        return moved
     try:
         body = response.json()
     except ValueError:
@@ -420,6 +424,16 @@ def _readiness(url: str) -> Check:
         return Check("readiness", True, f"{url} ready")  # /readyz tells the public its status only
     return Check("readiness", False, f"{url} answered {response.status_code}: {body.get('status') or response.reason}",
                  "check the deployed reactor's database (DATABASE_URL) and its logs (`rejected`, `unavailable`)")
+
+
+def _redirected(name: str, url: str, response: requests.Response) -> Check | None:
+    """A failed check for a redirect (not followed: Zoom needs a 2xx from the URL it was given), else None."""
+    if not 300 <= response.status_code < 400:
+        return None
+    where = response.headers.get("Location", "")[:200] or "nowhere (no Location)"
+    return Check(name, False, f"{url} answered {response.status_code}, a redirect to {where}; Zoom counts "
+                              f"anything but a 2xx as a failed delivery",
+                 "give Zoom (and doctor --url) the address it redirects to, often https:// instead of http://")
 
 
 def _error_text(response: requests.Response) -> str:

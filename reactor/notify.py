@@ -51,7 +51,7 @@ class ChatSender:
     (the outbox's "no usable answer", retryable)."""
 
     def __init__(self, session: requests.Session | None = None):
-        self._session = session or outbound.Session()
+        self._session = session or outbound.session()
 
     def post(self, url: str, body: dict) -> Answer:
         try:

@@ -4,23 +4,18 @@ self-test): requests with the environment's proxy and CA settings, but never ~/.
 requests reads ~/.netrc on every call it is given no credentials for, and a `default` entry there
 matches every host: it would put that login in place of the Bearer token reactor sets on a Zoom call
 (Zoom answers 401, and the file's password has gone to Zoom) and add it to a chat webhook's post.
-A session-wide auth that leaves each request as reactor made it stops the first; rebuild_auth below
-stops the file from being read again on a redirect."""
+A session-wide auth that leaves each request as reactor made it stops that. (requests reads the file
+again on a redirect: no reactor call follows one, each is an answer.)"""
 from __future__ import annotations
 
 import requests
 
 
-class Session(requests.Session):
-    def __init__(self):
-        super().__init__()
-        self.auth = _as_made  # requests looks in ~/.netrc only when neither the call nor the session has auth
-
-    def rebuild_auth(self, prepared_request, response) -> None:
-        """On a redirect: drop the Authorization header when the host changes (as requests does), add none."""
-        if "Authorization" in prepared_request.headers and self.should_strip_auth(response.request.url,
-                                                                                  prepared_request.url):
-            del prepared_request.headers["Authorization"]
+def session() -> requests.Session:
+    """A requests session that sends only the credentials reactor gives each call."""
+    made = requests.Session()
+    made.auth = _as_made  # requests looks in ~/.netrc only when neither the call nor the session has auth
+    return made
 
 
 def _as_made(request):

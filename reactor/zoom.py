@@ -37,7 +37,7 @@ class ZoomClient:
         self.api_url, self.oauth_url, self.account_id = api_url.rstrip("/"), oauth_url, account_id
         self.credentials_hint = credentials_hint or "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET"
         self._auth = (client_id, client_secret)
-        self._session = session or outbound.Session()
+        self._session = session or outbound.session()
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -83,11 +83,14 @@ class ZoomClient:
         try:
             response = self._session.post(
                 self.oauth_url, params={"grant_type": "account_credentials", "account_id": self.account_id},
-                auth=self._auth, timeout=TIMEOUT)
+                auth=self._auth, timeout=TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
             raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
         if response.status_code >= 500 or response.status_code == 429:
             raise TokenError(f"the token endpoint answered {response.status_code}", True)
+        if _redirect(response):
+            raise TokenError(f"the token endpoint answered {response.status_code}, a redirect to "
+                             f"{_redirect(response)}, not followed: check ZOOM_OAUTH_URL", False)
         if response.status_code != 200:
             raise TokenError(f"the token endpoint answered {response.status_code} "
                              f"({_describe(response)[1]}): {self.credentials_hint}", False)
@@ -119,7 +122,7 @@ class ZoomClient:
                 raise NotSent("not sent: the job is no longer this dispatcher's")
             try:
                 response = self._session.request(method, self.api_url + path, json=body, timeout=TIMEOUT,
-                                                 headers={"Authorization": f"Bearer {token}"})
+                                                 headers={"Authorization": f"Bearer {token}"}, allow_redirects=False)
             except requests.RequestException as exc:
                 raise _failure(exc) from None
             answer = self._answer(response)
@@ -129,7 +132,11 @@ class ZoomClient:
         return answer
 
     def _answer(self, response: requests.Response) -> Answer:
+        """A redirect is an answer, not followed: requests would turn a PATCH into a GET without its body on
+        a 302 and record whatever that got as the call's outcome."""
         code, message = _describe(response)
+        if _redirect(response):
+            message = f"a redirect to {_redirect(response)}, not followed: check ZOOM_API_URL"
         retry = parse_retry_after(response.headers.get("Retry-After"), self._clock())
         return Answer(response.status_code, code, message, retry, response.headers.get("x-zm-trackingid", "")[:200])
 
@@ -154,6 +161,12 @@ def _describe(response: requests.Response) -> tuple[int | None, str]:
     except ValueError:
         text = response.text.strip().replace("\n", " ")[:200]
         return None, f"{response.reason or ''} (not JSON: {text!r})" if text else (response.reason or "")
+
+
+def _redirect(response: requests.Response) -> str:
+    """Where a 3xx answer points ("" for any other answer, or a 3xx without a Location, as Zoom's 300)."""
+    location = response.headers.get("Location", "") if 300 <= response.status_code < 400 else ""
+    return location[:200]
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -187,3 +187,33 @@ def test_url_that_nothing_answers_is_reported_unreachable(tmp_path, zoom):
     assert code == 1
     assert line(out, "endpoint").startswith("FAILED   endpoint: cannot reach http://127.0.0.1:")
     assert "fix: check the URL and that the web process is running" in line(out, "endpoint")
+
+
+def test_a_url_that_redirects_is_a_failure_naming_where_and_no_netrc_login_is_sent(tmp_path, zoom):
+    """Zoom needs a 2xx from the URL it was given; doctor used to follow a redirect (a POST turned into a GET)
+    and, with a `default` entry in ~/.netrc, sent that login with each request."""
+    from tests.zoom_standin import Reply, ZoomStandIn
+
+    site = ZoomStandIn()  # plays the deployment's address, which redirects to https
+    site.script("/webhooks/zoom", [Reply(301, headers={"Location": "https://reactor.example.com/webhooks/zoom"})])
+    site.script("/readyz", [Reply(301, headers={"Location": "https://reactor.example.com/readyz"})])
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("default login someone password netrc-password-7f3a\n")
+    (home / ".netrc").chmod(0o600)
+    try:
+        code, out = doctor({**setup(tmp_path, zoom), "HOME": str(home)}, "--url", site.url + "/webhooks/zoom")
+        assert code == 1
+        assert line(out, "endpoint") == (
+            f"FAILED   endpoint: {site.url}/webhooks/zoom answered 301, a redirect to "
+            f"https://reactor.example.com/webhooks/zoom; Zoom counts anything but a 2xx as a failed delivery; fix: "
+            f"give Zoom (and doctor --url) the address it redirects to, often https:// instead of http://")
+        assert line(out, "readiness").startswith(f"FAILED   readiness: {site.url}/readyz answered 301, a redirect to "
+                                                 f"https://reactor.example.com/readyz;")
+        calls = site.api_calls("/")
+        assert [(c.method, c.path) for c in calls] == [("POST", "/webhooks/zoom"), ("GET", "/readyz")]
+        assert all("authorization" not in c.headers for c in calls), [c.headers for c in calls]
+        assert all("authorization" not in c.headers for c in zoom.api_calls("/")) and \
+            "netrc-password" not in str([c.headers for c in zoom.token_calls])
+    finally:
+        site.close()

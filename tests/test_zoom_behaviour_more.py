@@ -204,3 +204,20 @@ rules:
     assert job["status"] == "dead" and literal not in job["last_message"] and "<redacted>" in job["last_message"]
     shown = run_cli("history", "--json", env={"DATABASE_URL": f"sqlite:///{server.db}"})
     assert shown.returncode == 0 and literal not in shown.stdout and '"stream_key": "<redacted>"' in shown.stdout
+
+
+# -- redirects are answers, not followed
+
+
+def test_a_redirect_from_zoom_is_not_followed_and_the_history_says_where_it_pointed(make_server, zoom):
+    """requests followed redirects: a 302 turned the PATCH into a GET without its body, and whatever the GET
+    got was recorded as the call's outcome (a stream 'started' that was never asked for)."""
+    server = make_server(zoom=zoom)
+    zoom.script("/v2/meetings/9930/", [Reply(302, headers={"Location": zoom.url + "/v2/elsewhere"})])
+    assert server.outcome(server.post(event(meeting_id="9930", uuid_="u-9930")))["actions"] == 1
+    [job] = server.wait_jobs(1)
+    assert job["status"] == "dead"
+    assert job["last_message"] == (f"Zoom answered 302: a redirect to {zoom.url}/v2/elsewhere, not followed: "
+                                   f"check ZOOM_API_URL")
+    time.sleep(0.5)
+    assert [(c.method, c.path) for c in zoom.api_calls("/")] == [("PATCH", "/v2/meetings/9930/livestream/status")]
