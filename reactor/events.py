@@ -127,7 +127,7 @@ def event_from_body(body: dict, raw: bytes) -> Event:
     ts = body.get("event_ts")
     ts_ms = ts if plausible_ms(ts) else None
     key = dedup_key(name, body, raw)
-    _check_text("the dedup key built from this body", key, MAX_KEY)
+    check_text("the dedup key built from this body", key, MAX_KEY)
     return Event(name=name, ts_ms=ts_ms, body=body, dedup_key=key, ts_note=odd_event_ts(ts))
 
 
@@ -153,18 +153,19 @@ def odd_event_ts(ts: Any) -> str:
 def check_identifiers(name: str, body: dict) -> None:
     """Raise PayloadError (400) when an identifying field could not be stored as a key: a lone
     surrogate (invalid UTF-8), a NUL or other control character, or a length no Zoom id has."""
-    _check_text("'event'", name, MAX_EVENT_NAME)
+    check_text("'event'", name, MAX_EVENT_NAME)
     for path in IDENTIFIERS:
         value = resolve_path(body, path)
         if isinstance(value, str):
-            _check_text(path, value, MAX_IDENTIFIER)
+            check_text(path, value, MAX_IDENTIFIER)
     ident = resolve_path(body, "payload.object.id")
     if isinstance(ident, int) and not isinstance(ident, bool) and len(str(abs(ident))) > MAX_ID_DIGITS:
         raise PayloadError(f"payload.object.id has {len(str(abs(ident)))} digits; Zoom's meeting and webinar "
                            f"ids have at most {MAX_ID_DIGITS}: this is not a Zoom event")
 
 
-def _check_text(where: str, value: str, limit: int) -> None:
+def check_text(where: str, value: str, limit: int) -> None:
+    """PayloadError unless `value` is at most `limit` characters, with no lone surrogate or control character."""
     if len(value) > limit:
         raise PayloadError(f"{where} is {len(value)} characters; at most {limit} are accepted: Zoom's are far shorter")
     for char in value:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from .accounts import Account, AccountSet, foreign_note, verifying_account
 from .delivery import NewDelivery
 from .errors import PayloadError
-from .events import Event, event_from_body, parse_body
+from .events import Event, check_text, event_from_body, parse_body
 from .plan import PlannedAction, plan
 from .redact import redact
 from .rules.match import RuleSet, encode_verdict, encode_verdicts
@@ -61,8 +61,9 @@ def admit(raw: bytes, timestamp: str | None, signature: str | None, *, accounts:
     if body.get("event") == "endpoint.url_validation":
         payload = body.get("payload")
         token = payload.get("plainToken") if isinstance(payload, dict) else None
-        if not isinstance(token, str) or not token or len(token) > 512:
+        if not isinstance(token, str) or not token:
             raise PayloadError("endpoint.url_validation needs payload.plainToken (a non-empty string)")
+        check_text("payload.plainToken", token, 512)  # a lone surrogate cannot be hashed: it was a 500
         return Reply(url_validation_answer(secret, token))
     event = event_from_body(body, raw)
     redacted = redact(body)  # secrets are never stored, not even in the inbox, and no rule sees them

@@ -188,6 +188,18 @@ def test_a_lone_surrogate_gets_a_4xx_while_ten_valid_deliveries_sent_at_once_are
     assert len(server.history(limit=100)) == 30
 
 
+def test_a_url_validation_whose_plain_token_holds_a_lone_surrogate_gets_a_400_not_a_500(make_server):
+    server = make_server(env={"WEB_CONCURRENCY": "1"})
+    validation = {"event": "endpoint.url_validation", "event_ts": int(time.time() * 1000),
+                  "payload": {"plainToken": "qgg8vlvZRS6U\ud83d"}}
+    answer = server.post(validation)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == ("payload.plainToken holds a lone surrogate (\\ud83d, half of a character), "
+                                      "which cannot be stored: send it as valid UTF-8")
+    long = server.post({**validation, "payload": {"plainToken": "x" * 513}})
+    assert long.status_code == 400 and "at most 512" in long.json()["error"], long.text
+
+
 @pytest.mark.parametrize("body, says", [
     ({"event": "meeting.started", "payload": {"object": {"id": 10**25, "uuid": "u1"}}}, "digits"),
     ({"event": "meeting.started", "payload": {"object": {"id": 1, "uuid": "u" * 201}}}, "at most 200"),
