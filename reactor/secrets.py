@@ -40,14 +40,16 @@ def encrypt(value: str, key: str) -> str:
 
 def resolve_secret(ref: str, env: Mapping[str, str], key: str, own: bool = False) -> str:
     """The value behind a `${NAME}` template or an `enc:` token; SecretError says what is missing.
-    `own`: the reference is reactor's own credential (an accounts file), which may name any variable."""
+    `own`: the reference is reactor's own credential (an accounts file), which may name any variable.
+    Spaces around a variable's or a decrypted value are dropped, as the settings' are: no token, key or URL
+    has them, and a secret mounted from a file (Kubernetes `--from-file`) ends in a newline."""
     if ref.startswith(ENC_PREFIX):
         from cryptography.fernet import InvalidToken
 
         if not key:
             raise SecretError("an enc: value needs REACTOR_SECRET_KEY (the key `python -m reactor keygen` made)")
         try:
-            return _fernet(key).decrypt(ref[len(ENC_PREFIX):].encode("ascii")).decode("utf-8")
+            return _fernet(key).decrypt(ref[len(ENC_PREFIX):].encode("ascii")).decode("utf-8").strip()
         except (InvalidToken, ValueError, UnicodeError):
             raise SecretError("an enc: value does not decrypt with REACTOR_SECRET_KEY: "
                               "re-create it with `python -m reactor encrypt`") from None
@@ -60,7 +62,7 @@ def resolve_secret(ref: str, env: Mapping[str, str], key: str, own: bool = False
             refuse_own_setting(name)
         if name not in env:
             raise SecretError(f"environment variable {name} is not set: set it where reactor runs")
-        return env[name]
+        return env[name].strip()
 
     return _ENV_REF.sub(substitute, ref)
 

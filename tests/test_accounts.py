@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.backends import fresh_postgres_schema, migrate, postgres_url
-from tests.conftest import TOWN_HALL_RULES, event, run_cli, signed_headers, wait_until
+from tests.conftest import STREAM_KEY, TOWN_HALL_RULES, event, run_cli, signed_headers, wait_until
 from tests.zoom_standin import Reply
 
 EMEA, APAC = "EmeaAcct111", "ApacAcct222"
@@ -221,3 +221,29 @@ def test_send_account_signs_as_that_account_and_names_its_zoom_account(make_serv
     assert stored["account"] == "apac" and stored["body"]["payload"]["account_id"] == APAC
     unknown = run_cli("send", "meeting.started", "--account", "nowhere", "--url", url, env=cli_env)
     assert unknown.returncode == 2 and "no account named 'nowhere'" in unknown.stderr
+
+
+def test_credentials_from_variables_that_end_in_a_newline_work_as_the_single_account_settings_do(
+        make_server, zoom, tmp_path):
+    """A secret mounted from a file (Kubernetes `--from-file`) ends in a newline. The single-account settings
+    were stripped, the accounts file's and the rules' were not: every delivery was refused 401 (Zoom does not
+    retry a 4xx), the token request carried the newline in the client secret, and the stream key went to
+    Zoom with it."""
+    two_accounts(zoom)
+    padded = {name: value + "\n" for name, value in {**TOKENS, **CLIENT_SECRETS, "YOUTUBE_STREAM_KEY": STREAM_KEY}.items()}
+    rules = """
+rules:
+  - name: Stream town halls
+    on: meeting.started
+    do:
+      - livestream.configure:
+          stream_url: rtmp://a.rtmp.youtube.com/live2
+          stream_key: ${YOUTUBE_STREAM_KEY}
+          page_url: https://youtube.com/@acme/live
+      - livestream.start
+"""
+    server = make_server(rules, zoom=zoom, env={**accounts_env(tmp_path), **padded})
+    assert post(server, account_event(EMEA, "1101", zoom), "EMEA_TOKEN_NEW").status_code == 200
+    assert post(server, account_event(APAC, "2101", zoom), "APAC_TOKEN").status_code == 200
+    wait_until(lambda: started(zoom, "1101") and started(zoom, "2101"))
+    assert {c.body["stream_key"] for c in zoom.api_calls() if c.path.endswith("/livestream")} == {STREAM_KEY}
