@@ -9,7 +9,7 @@ import sys
 import threading
 
 from .dispatch import Dispatcher
-from .errors import ReactorError
+from .errors import ReactorError, SchemaError, StoreError
 from .housekeeping import start_housekeeping
 from .ingest import Ingester
 from .live_rules import ActiveRules, LiveAccounts
@@ -30,7 +30,13 @@ def run_worker() -> int:
         # the ingester needs the rules (and with them the accounts); the dispatcher only the accounts
         active = ActiveRules(settings) if settings.ingest == "off" else LiveAccounts(settings)
         store = open_store(settings.database_url)
-        store.check_schema()
+        try:
+            store.check_schema()
+        except StoreError as exc:  # PostgreSQL away for a moment: dispatch once it is back (Store.starts_without_it)
+            if isinstance(exc, SchemaError) or not store.starts_without_it:
+                raise
+            log("the database is unavailable at start-up; starting anyway, claiming nothing until it is back", 40,
+                error=str(exc))
     except ReactorError as exc:
         print(f"reactor worker cannot start: {exc}", file=sys.stderr)
         return 3

@@ -265,6 +265,44 @@ def test_migrate_twice_at_once_is_safe_and_migrate_is_idempotent():
     assert query(url, "SELECT count(*) FROM jobs") == [(0,)]
 
 
+def test_postgresql_away_at_start_up_web_and_worker_start_answer_503_and_act_once_it_is_back(make_server, zoom):
+    """A PaaS restart during the database's maintenance: the gunicorn master and the worker exited 3, and the
+    PaaS kept restarting them (Heroku holds a dyno that crashes at boot back for up to 20 minutes). Now both
+    start, webhooks answer 503 while the database is away, and are taken, and acted on, once it is back."""
+    url = migrated_postgres_schema()
+    proxy = Proxy()
+    proxy.cut()
+    server = make_server(zoom=zoom, start=False, env={"DATABASE_URL": proxy.url(url), "REACTOR_DISPATCH": "off",
+                                                      "WEB_CONCURRENCY": "1"})
+    server.start(wait=False)
+    worker = Worker(server)
+    try:
+        deadline = time.time() + 20
+        while True:
+            assert server.proc.poll() is None, f"gunicorn exited {server.proc.returncode}:\n{server.logs()}"
+            try:
+                if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, server.logs()
+            time.sleep(0.1)
+        assert requests.get(server.url + "/readyz", timeout=5).status_code == 503
+        assert post(server, event(meeting_id="64000000001", topic="Town Hall"), timeout=5).status_code == 503
+        assert worker.proc.poll() is None, "the worker exited while the database was away"
+        assert "the database is unavailable at start-up" in server.logs()
+        proxy.restore()
+        deadline = time.time() + 20
+        while post(server, event(meeting_id="64000000002", topic="Town Hall"), timeout=5).status_code != 200:
+            assert time.time() < deadline, "webhooks are not taken after the database came back"
+            time.sleep(0.2)
+        [call] = zoom.wait_for(1, timeout=30)
+        assert call.path == "/v2/meetings/64000000002/livestream/status"
+    finally:
+        proxy.cut()
+        worker.stop()
+
+
 def test_worker_refuses_an_unmigrated_database_with_exit_3_and_the_migrate_hint():
     url = fresh_postgres_schema()
     try:

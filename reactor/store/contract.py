@@ -19,6 +19,11 @@ class Store:
     """What reactor needs from its database. Every method is safe to call from many threads and,
     on a shared database, from many processes at once."""
 
+    # A database across the network may be away for a moment (a restart, a failover, maintenance): a
+    # process that cannot reach it at start-up starts anyway and answers 503 until it is back. The
+    # embedded file has no such moments: failing to open it is a setup error, and stops start-up.
+    starts_without_it = False
+
     def migrate(self) -> None:
         """Create or upgrade the schema. Idempotent."""
         raise NotImplementedError

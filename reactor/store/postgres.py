@@ -65,6 +65,7 @@ def _check_if_idle(conn) -> None:
 
 class PostgresStore(SQLStore):
     claim_lock = "FOR UPDATE SKIP LOCKED"
+    starts_without_it = True  # see Store
 
     def __init__(self, url: str, max_size: int = 16):
         super().__init__()
