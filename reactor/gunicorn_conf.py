@@ -34,6 +34,12 @@ _own_metrics_dir: str | None = None  # the metrics folder reactor chose (PROMETH
 
 def on_starting(server):
     global _own_metrics_dir
+    if server.cfg.preload_app:  # --preload, or in GUNICORN_CMD_ARGS: the app would be made once, in the master
+        sys.stderr.write("reactor cannot start with --preload: each worker makes its own app after the fork (its "
+                         "ingester, dispatcher and database connections are threads and sockets a fork does not "
+                         "carry): drop --preload (and preload_app) from the command and GUNICORN_CMD_ARGS\n")
+        sys.stderr.flush()
+        os._exit(3)
     if os.environ.get("REACTOR_METRICS", "1").strip().lower() not in ("0", "false", "no"):
         from reactor.metrics import ENV, clean, multiproc_dir
 

@@ -31,6 +31,14 @@ def test_missing_credentials_without_dry_run_stop_start_up(make_server):
     assert "ZOOM_ACCOUNT_ID is not set" in out and "REACTOR_DRY_RUN=1" in out
 
 
+def test_preload_stops_start_up_and_says_to_drop_it(make_server):
+    """gunicorn's --preload (a common tip, often in GUNICORN_CMD_ARGS) made the app in the master: its workers
+    answered 200 and queued deliveries for an ingester thread the fork had not carried, so nothing acted."""
+    out = start_fails(make_server, env={"GUNICORN_CMD_ARGS": "--preload"})
+    assert "reactor cannot start with --preload" in out and "drop --preload" in out
+    assert "Traceback" not in out
+
+
 def test_invalid_rules_at_start_up_name_the_file(make_server):
     out = start_fails(make_server, rules="rules:\n  - name: x\n    on: meeting.started\n    when: {topic: {globb: a}}\n"
                                          "    do: [livestream.stop]\n")
