@@ -184,9 +184,7 @@ class Dispatcher:
             client.token()  # before the slot: fetched after it, the token would make this call late
             for _ in range(PACING_TRIES):  # a call that would leave late takes a new slot: late, it crowds the next
                 slot = self.store.reserve_slot(account.name, account.rate, self.clock())
-                wait = slot - self.clock()
-                if wait > 0:
-                    self.sleep(wait)
+                self._wait_for(job, slot)
                 if self.clock() - slot <= PACING_LATE:
                     break
             started = self.clock()
@@ -229,9 +227,7 @@ class Dispatcher:
             return self._finish(job, Decision(Attempt(now, "dead", message=f"secret unavailable: {exc}", sent=sent),
                                               "dead"))
         host = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
-        slot = self.store.reserve_slot(f"chat:{host}", CHAT_RATE, self.clock())
-        if slot > self.clock():
-            self.sleep(slot - self.clock())
+        self._wait_for(job, self.store.reserve_slot(f"chat:{host}", CHAT_RATE, self.clock()))
         if not self.store.extend(job, self.owner, self.clock(), LEASE_SECONDS):
             log("lease lost before the message; not sent (another dispatcher has the job)", job=job.id)
             return
@@ -246,6 +242,17 @@ class Dispatcher:
         message = scrub(decision.attempt.message.replace("Zoom answered", "the chat webhook answered"), [url])
         metrics.alert(action.kind, decision.attempt.outcome)
         self._finish(job, replace(decision, attempt=replace(decision.attempt, message=message)), called_at=started)
+
+    def _wait_for(self, job: Job, slot: float) -> None:
+        """Sleep until the pacing slot. A wait of over half the lease (a slow rate, many threads queued on one
+        account or chat) first extends the job's lease past the slot: run out mid-wait, it let another thread
+        of this process, the same owner, claim the job and send it too. A lease lost meanwhile is not sent
+        (the extend before the call says so)."""
+        wait = slot - self.clock()
+        if wait > LEASE_SECONDS / 2:
+            self.store.extend(job, self.owner, self.clock(), wait + LEASE_SECONDS)
+        if wait > 0:
+            self.sleep(wait)
 
     def _finish(self, job: Job, decision: Decision, called_at: float | None = None) -> None:
         """Record the decision. After a call (made at `called_at`), a database that refuses the record (a

@@ -149,3 +149,45 @@ def test_a_calls_outcome_refused_at_first_by_the_database_is_recorded_once_it_is
         assert len(zoom.api_calls()) == 1
     finally:
         holder.close()
+
+
+def test_a_call_waiting_past_its_lease_for_a_pacing_slot_keeps_its_job_and_zoom_gets_it_once(tmp_path, zoom):
+    """A slow rate (or many threads queued on one account or chat) puts a call's slot past its 60 s lease.
+    The lease ran out mid-wait: another thread of the same process (the same owner) could claim the job,
+    both extends succeeded, and Zoom got the call twice. The dispatcher runs here in-process on its own
+    clock (its `clock` and `sleep`), with the real store and the Zoom stand-in."""
+    from reactor.accounts import single_account
+    from reactor.dispatch import LEASE_SECONDS, Dispatcher
+    from reactor.plan import PlannedAction
+    from reactor.settings import Settings
+    from reactor.store.contract import NewDelivery
+    from reactor.store.sqlite import SQLiteStore
+    from tests.conftest import ACCOUNT_ID, CLIENT_SECRET
+
+    store = SQLiteStore(str(tmp_path / "paced.db"))
+    store.migrate()
+    settings = Settings.from_env({"ZOOM_WEBHOOK_SECRET_TOKEN": "s", "ZOOM_ACCOUNT_ID": ACCOUNT_ID,
+                                  "ZOOM_CLIENT_ID": "test-client-id", "ZOOM_CLIENT_SECRET": CLIENT_SECRET,
+                                  "ZOOM_API_URL": zoom.url + "/v2", "ZOOM_OAUTH_URL": zoom.url + "/oauth/token",
+                                  "DATABASE_URL": f"sqlite:///{tmp_path / 'paced.db'}"})
+    accounts = single_account(ACCOUNT_ID, "test-client-id", CLIENT_SECRET, ("s",), rate=1 / 90)  # a slot each 90 s
+    now = [time.time()]
+    claimed_meanwhile = []
+
+    def sleep(seconds):  # the wait for the slot: time passes, and a sibling thread looks for work
+        now[0] += seconds
+        claimed_meanwhile.append(store.claim(dispatcher.owner, now[0], LEASE_SECONDS))
+
+    dispatcher = Dispatcher(store, settings, lambda: accounts, threads=1, clock=lambda: now[0], sleep=sleep)
+    for meeting in ("51000000001", "51000000002"):
+        store.accept(NewDelivery(dedup_key=f"k{meeting}", event="meeting.started", event_ts_ms=int(now[0] * 1000),
+                                 received_at=now[0], body={}, verdicts="[]", order_key=f"meetings/{meeting}"),
+                     [PlannedAction("r", "livestream.start", "PATCH", f"/meetings/{meeting}/livestream/status",
+                                    {"action": "start"}, f"meetings/{meeting}", "default")], now[0] + 3600)
+    try:
+        assert dispatcher.run_once() and dispatcher.run_once()  # the second waits 90 s for its slot
+        assert claimed_meanwhile == [None], "another thread claimed the job while it waited for its slot"
+        assert sorted(c.path for c in zoom.api_calls()) == ["/v2/meetings/51000000001/livestream/status",
+                                                            "/v2/meetings/51000000002/livestream/status"]
+    finally:
+        store.close()
