@@ -401,6 +401,27 @@ def test_a_confirmation_during_the_call_is_kept_and_wins_over_its_answer(store):
     assert store.claim("a", T0 + 60, 60) is None
 
 
+@pytest.mark.parametrize("how", ["its process went silent", "its lease ran out"])
+def test_a_start_zoom_confirmed_during_its_call_is_done_when_the_call_is_lost_not_sent_again(store, how):
+    """The dispatcher of a start stopped mid-call (killed, or stuck past its lease), and Zoom confirmed the
+    stream meanwhile: the start worked. Released (or claimed again once its lease ran out), it was sent again."""
+    store.accept(delivery("k"), [action()], T0 + 1800)
+    store.heartbeat("host:1:gone", T0)
+    assert store.claim("host:1:gone", T0, 60) is not None
+    store.accept(confirmation(), [], T0 + 5)  # Zoom: the stream is live, while the call is in flight
+    store.heartbeat("b", T0 + 70)
+    if how == "its process went silent":
+        assert store.release_dead(T0 + 11, silent_for=10) == {"host:1:gone": 1}
+    else:
+        store.heartbeat("host:1:gone", T0 + 70)  # alive, its call stuck past the 60 s lease
+    assert store.claim("b", T0 + 70, 60) is None, "the confirmed start was handed out again"
+    [row] = [j for d in store.history() for j in d["jobs"]]
+    if how == "its process went silent":
+        assert row["status"] == "done" and row["confirmed_at"] is not None
+        assert row["attempt_log"][-1]["outcome"] == "confirmed"
+        assert "not sent again" in row["attempt_log"][-1]["message"]
+
+
 def test_history_filters_and_attempts(store):
     store.accept(delivery("k", order_key="meetings/77"), [action("meetings/77")], T0 + 1800)
     store.accept(delivery("k2", order_key="meetings/78"), [action("meetings/78")], T0 + 1800)

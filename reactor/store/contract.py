@@ -82,7 +82,9 @@ class Store:
     def claim(self, owner: str, now: float, lease_seconds: float) -> Job | None:
         """Atomically lease one due job to `owner` until now + lease_seconds, or return None.
 
-        Due: pending with due_at <= now, or running with an expired lease (its dispatcher died).
+        Due: pending with due_at <= now, or running with an expired lease (its dispatcher died), unless
+        Zoom confirmed it meanwhile (confirmed_at: the call worked; its dispatcher records it, or
+        release_dead does).
         Per order_key, only the head may be claimed: no other pending or running job on that key
         comes earlier in (event_ts, delivery id, position), and no inbox row appended before the job's
         delivery about the same meeting (or with no order key known) is still waiting to be ingested: it
@@ -132,7 +134,8 @@ class Store:
     def release_dead(self, now: float, silent_for: float) -> dict[str, int]:
         """Make every job leased to an owner whose heartbeat is older than `silent_for` seconds (or that
         has none) pending and due now, and forget those owners; return {owner: jobs released}. Their
-        in-flight calls may be repeated: delivery is at least once."""
+        in-flight calls may be repeated: delivery is at least once. A job Zoom confirmed during its call
+        is done instead, with a 'confirmed' attempt saying it was not sent again."""
         raise NotImplementedError
 
     def retry(self, job_ids: list[int] | None, now: float, deadline: float, note: str = "") -> int:

@@ -46,7 +46,8 @@ _NOTHING_EARLIER_WAITS = """NOT EXISTS (SELECT 1 FROM inbox i WHERE i.seq < j.de
 _CLAIM = f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1,
                 updated_at = ?
              WHERE id = (SELECT j.id FROM jobs j
-                         WHERE j.status = ? AND {{due}} <= ? AND {_IS_HEAD} AND {_NOTHING_EARLIER_WAITS}
+                         WHERE j.status = ? AND {{due}} <= ? AND j.confirmed_at IS NULL AND {_IS_HEAD}
+                           AND {_NOTHING_EARLIER_WAITS}
                          ORDER BY {{due}}, j.id LIMIT 1 {{lock}})
              RETURNING *"""
 
@@ -62,6 +63,10 @@ _SETTLED = """SELECT j.id, j.status, j.last_message FROM jobs j
                                AND a.http_status < 500 AND a.http_status <> 429
                                AND a.id = (SELECT max(b.id) FROM attempts b WHERE b.job_id = j.id
                                                     AND b.outcome <> 'requeued'))))"""
+
+
+_CONFIRMED_MID_CALL = ("its dispatcher stopped during the call, and Zoom had confirmed the stream: the call worked, "
+                       "not sent again")
 
 
 class SQLStore(GroupCommit, Store):
@@ -241,9 +246,14 @@ class SQLStore(GroupCommit, Store):
             dead = {row["lease_owner"]: row["n"] for row in self.run(conn,
                 f"SELECT lease_owner, count(*) AS n FROM jobs WHERE status = 'running' AND lease_owner NOT IN ({alive}) "
                 "GROUP BY lease_owner", (now - silent_for,)).fetchall()}
-            if dead:
+            if dead:  # a call Zoom confirmed meanwhile worked: done, not sent again (the others: due at once)
                 self.run(conn,
-                    "UPDATE jobs SET status = 'pending', due_at = ?, lease_owner = '', lease_until = 0, updated_at = ? "
+                    "INSERT INTO attempts (job_id, at, outcome, message, sent) SELECT id, ?, 'confirmed', ?, '{}' "
+                    f"FROM jobs WHERE status = 'running' AND confirmed_at IS NOT NULL AND lease_owner NOT IN ({alive})",
+                    (now, _CONFIRMED_MID_CALL, now - silent_for))
+                self.run(conn,
+                    "UPDATE jobs SET status = CASE WHEN confirmed_at IS NULL THEN 'pending' ELSE 'done' END, due_at = ?, "
+                    "lease_owner = '', lease_until = 0, updated_at = ? "
                     f"WHERE status = 'running' AND lease_owner NOT IN ({alive})", (now, now, now - silent_for))
                 self.announce(conn)
             self.run(conn, "DELETE FROM processes WHERE seen_at < ?", (now - silent_for,))
