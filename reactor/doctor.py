@@ -430,7 +430,7 @@ def _redirected(name: str, url: str, response: requests.Response) -> Check | Non
     """A failed check for a redirect (not followed: Zoom needs a 2xx from the URL it was given), else None."""
     if not 300 <= response.status_code < 400:
         return None
-    where = response.headers.get("Location", "")[:200] or "nowhere (no Location)"
+    where = outbound.redirect_target(response) or "nowhere (no Location)"
     return Check(name, False, f"{url} answered {response.status_code}, a redirect to {where}; Zoom counts "
                               f"anything but a 2xx as a failed delivery",
                  "give Zoom (and doctor --url) the address it redirects to, often https:// instead of http://")

@@ -22,3 +22,10 @@ def _as_made(request):
     """The session's auth: the request's headers stay as reactor set them (a call's own auth, as the token
     request's client id and secret, takes its place)."""
     return request
+
+
+def redirect_target(response: requests.Response) -> str:
+    """Where a 3xx answer points, at most 200 characters ("" for any other answer, or a 3xx without a
+    Location, as Zoom's 300 for an invalid meeting id). No reactor call follows a redirect."""
+    location = response.headers.get("Location", "") if 300 <= response.status_code < 400 else ""
+    return location[:200]

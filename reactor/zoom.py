@@ -88,9 +88,9 @@ class ZoomClient:
             raise TokenError(f"the token endpoint is unreachable ({type(exc).__name__})", True) from None
         if response.status_code >= 500 or response.status_code == 429:
             raise TokenError(f"the token endpoint answered {response.status_code}", True)
-        if _redirect(response):
-            raise TokenError(f"the token endpoint answered {response.status_code}, a redirect to "
-                             f"{_redirect(response)}, not followed: check ZOOM_OAUTH_URL", False)
+        if moved := outbound.redirect_target(response):
+            raise TokenError(f"the token endpoint answered {response.status_code}, a redirect to {moved}, not "
+                             f"followed: check ZOOM_OAUTH_URL", False)
         if response.status_code != 200:
             raise TokenError(f"the token endpoint answered {response.status_code} "
                              f"({_describe(response)[1]}): {self.credentials_hint}", False)
@@ -135,8 +135,8 @@ class ZoomClient:
         """A redirect is an answer, not followed: requests would turn a PATCH into a GET without its body on
         a 302 and record whatever that got as the call's outcome."""
         code, message = _describe(response)
-        if _redirect(response):
-            message = f"a redirect to {_redirect(response)}, not followed: check ZOOM_API_URL"
+        if moved := outbound.redirect_target(response):
+            message = f"a redirect to {moved}, not followed: check ZOOM_API_URL"
         retry = parse_retry_after(response.headers.get("Retry-After"), self._clock())
         return Answer(response.status_code, code, message, retry, response.headers.get("x-zm-trackingid", "")[:200])
 
@@ -161,12 +161,6 @@ def _describe(response: requests.Response) -> tuple[int | None, str]:
     except ValueError:
         text = response.text.strip().replace("\n", " ")[:200]
         return None, f"{response.reason or ''} (not JSON: {text!r})" if text else (response.reason or "")
-
-
-def _redirect(response: requests.Response) -> str:
-    """Where a 3xx answer points ("" for any other answer, or a 3xx without a Location, as Zoom's 300)."""
-    location = response.headers.get("Location", "") if 300 <= response.status_code < 400 else ""
-    return location[:200]
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
