@@ -259,7 +259,7 @@ class Dispatcher:
         write lock held past its 2 s wait) is asked again until shortly before the lease taken for the call
         runs out: unrecorded, the job would be claimed again once its lease expired, and sent twice."""
         attempt = decision.attempt
-        refused = 0
+        refused = False
         while True:
             try:
                 held = self.store.finish(job, self.owner, attempt, decision.status, decision.due_at,
@@ -275,7 +275,7 @@ class Dispatcher:
                 if not refused:  # once per call, not every RECORD_PAUSE
                     log("the outcome of a call could not be recorded yet; trying again", 30, job=job.id,
                         outcome=attempt.outcome, error=str(exc))
-                refused += 1
+                refused = True
                 self.sleep(RECORD_PAUSE)
         metrics.action(job.action.kind, attempt.outcome)
         log("attempt", job=job.id, delivery=job.delivery_id, rule=job.action.rule, action=job.action.kind,

@@ -48,20 +48,17 @@ def on_starting(server):
         clean(folder)  # before any worker counts: a restart starts from zero, never from old files
         _own_metrics_dir = folder if chosen else None
     from reactor.live_rules import validate
-    from reactor.errors import ReactorError, SchemaError, StoreError
+    from reactor.errors import ReactorError
     from reactor.settings import Settings
-    from reactor.store import open_store
+    from reactor.store import check_schema_at_start, open_store
 
     try:
         settings = Settings.from_env()
         rules = validate(settings)
         store = open_store(settings.database_url)
-        try:
-            store.check_schema()  # SQLite migrates itself; PostgreSQL must have been migrated
-        except StoreError as exc:
-            if isinstance(exc, SchemaError) or not store.starts_without_it:
-                raise
-            sys.stderr.write(f"reactor: the database is unavailable at start-up ({exc}); starting anyway: webhooks "
+        away = check_schema_at_start(store)  # SQLite migrates itself; PostgreSQL must have been migrated
+        if away:
+            sys.stderr.write(f"reactor: the database is unavailable at start-up ({away}); starting anyway: webhooks "
                              f"answer 503 (Zoom retries them) until it is back\n")
         store.close()  # no connection crosses the fork
     except ReactorError as exc:

@@ -9,13 +9,13 @@ import sys
 import threading
 
 from .dispatch import Dispatcher
-from .errors import ReactorError, SchemaError, StoreError
+from .errors import ReactorError
 from .housekeeping import start_housekeeping
 from .ingest import Ingester
 from .live_rules import ActiveRules, LiveAccounts
 from .logs import configure_logging, log
 from .settings import Settings
-from .store import open_store
+from .store import check_schema_at_start, open_store
 
 INGEST_POLL = 0.05  # seconds between looks at the inbox when this worker is its only ingester
 
@@ -30,13 +30,9 @@ def run_worker() -> int:
         # the ingester needs the rules (and with them the accounts); the dispatcher only the accounts
         active = ActiveRules(settings) if settings.ingest == "off" else LiveAccounts(settings)
         store = open_store(settings.database_url)
-        try:
-            store.check_schema()
-        except StoreError as exc:  # PostgreSQL away for a moment: dispatch once it is back (Store.starts_without_it)
-            if isinstance(exc, SchemaError) or not store.starts_without_it:
-                raise
+        if away := check_schema_at_start(store):
             log("the database is unavailable at start-up; starting anyway, claiming nothing until it is back", 40,
-                error=str(exc))
+                error=away)
     except ReactorError as exc:
         print(f"reactor worker cannot start: {exc}", file=sys.stderr)
         return 3
