@@ -93,14 +93,24 @@ BACKENDS = [pytest.param(sqlite_store, id="sqlite"), pytest.param(postgres_store
 
 class Proxy:
     """127.0.0.1:port -> PostgreSQL. `cut()` drops every connection and refuses new ones, as a database
-    that went away; `restore()` lets connections through again."""
+    that went away; `restore()` lets connections through again. `freeze()` stops passing bytes either way
+    on every connection, old and new, without closing any, as a stalled server or network; `thaw()`
+    passes what was held and carries on."""
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)):
         self.target, self.port = target, free_port()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def url(self, url: str) -> str:
         return url.replace(f"{self.target[0]}:{self.target[1]}", f"127.0.0.1:{self.port}", 1)
@@ -145,10 +155,10 @@ class Proxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

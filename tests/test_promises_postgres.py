@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -199,6 +200,73 @@ def test_database_goes_away_503_within_2_5_s_readyz_says_why_and_listen_reconnec
 
 
 # -- pacing across processes ------------------------------------------------------------------------------
+
+
+def stalled_posts(server, meeting_ids: list[str]) -> list[tuple[object, float]]:
+    """POST one Town Hall start per meeting, all at once, as Zoom would (each client waits 10 s): (status or
+    the exception's name, seconds) for each."""
+    outcomes: list[tuple[object, float]] = []
+
+    def one(meeting_id: str) -> None:
+        started = time.time()
+        try:
+            status = post(server, event(meeting_id=meeting_id, topic="Town Hall"), timeout=10).status_code
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        outcomes.append((status, round(time.time() - started, 2)))
+
+    threads = [threading.Thread(target=one, args=(m,)) for m in meeting_ids]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return outcomes
+
+
+def test_a_stalled_database_lock_or_network_answers_503_within_2_5_s_and_zoom_s_retries_act_once(make_server, zoom):
+    """PostgreSQL that answers nothing: a lock held on the inbox (a migration's ALTER TABLE waiting, a
+    DBA's LOCK) or a stalled server or network. Every webhook still gets its answer within Zoom's 3 s
+    (503: Zoom sends it again), and once the database answers again Zoom's retries are taken and each
+    meeting's stream is started once. Before, the webhooks of the stalled commit waited as long as the
+    lock was held (6 s here), or for ever."""
+    url = migrated_postgres_schema()
+    proxy = Proxy()
+    server = make_server(zoom=zoom, env={"DATABASE_URL": proxy.url(url)})
+    try:
+        assert post(server, event(meeting_id="65000000000", topic="Town Hall"), timeout=5).status_code == 200
+        zoom.wait_for(1, timeout=30)
+
+        locked = [str(65_000_000_001 + n) for n in range(3)]
+        with psycopg.connect(url) as holder:  # a transaction holding the inbox, released after 6 s
+            holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+            released = threading.Timer(6, holder.rollback)
+            released.start()
+            outcomes = stalled_posts(server, locked)
+            released.join()
+        assert all(status == 503 and took <= 2.5 for status, took in outcomes), f"while locked: {outcomes}"
+        assert "statement was cancelled" in server.logs(), "the log says why"
+
+        frozen = [str(65_000_000_011 + n) for n in range(3)]
+        time.sleep(1.2)  # idle connections are pinged before use: the stall meets that ping first, every run
+        proxy.freeze()
+        try:
+            outcomes = stalled_posts(server, frozen)
+        finally:
+            proxy.thaw()
+        assert all(status == 503 and took <= 2.5 for status, took in outcomes), f"while stalled: {outcomes}"
+
+        for meeting_id in locked + frozen:  # Zoom's retries, once the database answers again
+            deadline = time.time() + 20
+            while post(server, event(meeting_id=meeting_id, topic="Town Hall"), timeout=5).status_code != 200:
+                assert time.time() < deadline, f"the retry of {meeting_id} is not taken"
+                time.sleep(0.2)
+        zoom.wait_for(1 + len(locked + frozen), timeout=30)
+        time.sleep(1)  # a second call for any meeting would have come by now
+        started = Counter(call.path.split("/")[3] for call in zoom.api_calls("/v2/meetings/"))
+        assert started == Counter(["65000000000", *locked, *frozen]), f"stream starts per meeting: {started}"
+        stored = Counter(row[0] for row in query(url, "SELECT body::json->'payload'->'object'->>'id' FROM deliveries"))
+        assert all(stored[m] == 1 for m in locked + frozen), f"deliveries per meeting: {stored}"
+    finally:
+        proxy.thaw()
+        proxy.cut()
 
 
 def pacing_round(make_server, sub: str) -> tuple[int, float, list[int]]:

@@ -16,6 +16,7 @@ from ..errors import StoreError
 from ..logs import log
 
 APPEND_WAIT = 2.0  # seconds an append may wait for the database before the webhook answers 503 (Zoom's limit: 3)
+TAKEN_GRACE = 0.4  # seconds past its deadline an append waits for a commit under way that holds it
 
 
 class GroupCommit:
@@ -39,7 +40,11 @@ class GroupCommit:
                 if not woken and not mine.taken and not mine.lead:  # certainly not stored
                     self._queue.remove(mine)
                     raise StoreError(f"the database did not take the delivery within {APPEND_WAIT} s")
-            mine.wake.wait()  # a commit holding it is under way: its outcome is ours; or we lead
+            # a commit holding it is under way: its outcome is ours (or we lead). The backend bounds the commit;
+            # should it not (a disk that hangs), the webhook is answered anyway: a 503, and Zoom's retry of a
+            # delivery that did get stored is a duplicate
+            if not mine.wake.wait(max(0.0, mine.deadline + TAKEN_GRACE - time.monotonic())):
+                raise StoreError(f"the database did not confirm the delivery within {APPEND_WAIT + TAKEN_GRACE} s")
         if not mine.done:
             self._lead(mine.deadline)
         if mine.error is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -52,15 +53,8 @@ SELECT d.dedup_key, d.id,
 FROM d"""
 CONNECT_SECONDS = 2      # a connection not had in this time fails the request: 503 inside Zoom's 3 s
 CHECK_IDLE = 1.0         # a pooled connection idle longer than this is pinged before use (one that just worked is not)
-
-
-def _check_if_idle(conn) -> None:
-    """The pool's check: ping a connection idle over CHECK_IDLE s (after a database restart the pool's
-    connections are dead, and are replaced here rather than failing a request). A connection used within
-    the last second skips the round trip; should it fail anyway, the request answers 503 and the pool
-    drops it."""
-    if time.monotonic() - getattr(conn, "_reactor_used", 0.0) > CHECK_IDLE:
-        ConnectionPool.check_connection(conn)
+CANCEL_GRACE = 0.25      # s a statement cancelled at its deadline has to come back before its connection is shut
+WATCH_EVERY = 0.05       # s between the watch's looks at the statements it holds to their deadlines
 
 
 class PostgresStore(SQLStore):
@@ -72,8 +66,20 @@ class PostgresStore(SQLStore):
         self.url = url
         self.max_size = max_size
         self._pool: ConnectionPool | None = None
+        self._watcher: _Watch | None = None
+        self._asking = threading.local()  # .deadline: the asking thread's, for the pool's check
         self._pid = 0
         self._lock = threading.Lock()
+
+    def _check_if_idle(self, conn) -> None:
+        """The pool's check: ping a connection idle over CHECK_IDLE s (after a database restart the pool's
+        connections are dead, and are replaced here rather than failing a request). A connection used within
+        the last second skips the round trip; should it fail anyway, the request answers 503 and the pool
+        drops it. The ping is held to the asking request's deadline (see _Watch): a stalled server or network
+        must not keep a webhook past Zoom's 3 s before its statement has even begun."""
+        if time.monotonic() - getattr(conn, "_reactor_used", 0.0) > CHECK_IDLE:
+            with self._watch().held_to(conn, self._asking.deadline):
+                ConnectionPool.check_connection(conn)
 
     def _get_pool(self) -> ConnectionPool:
         """The pool of this process, opened on first use (so never carried across fork)."""
@@ -84,20 +90,26 @@ class PostgresStore(SQLStore):
                     self._pool = ConnectionPool(
                         self.url, min_size=1, max_size=self.max_size, open=True, timeout=CONNECT_SECONDS,
                         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
-                        check=_check_if_idle, reconnect_timeout=0, name="reactor")
+                        check=self._check_if_idle, reconnect_timeout=0, name="reactor")
         return self._pool
 
     @contextmanager
     def _connection(self, deadline: float | None = None):
         """A pooled connection, waited for until `deadline` (time.monotonic()), by default CONNECT_SECONDS.
         Past the deadline a connection ready in the pool is still taken; none is waited for."""
-        wait = CONNECT_SECONDS if deadline is None else max(0.001, deadline - time.monotonic())
+        if deadline is None:
+            deadline = time.monotonic() + CONNECT_SECONDS
+        wait = max(0.001, deadline - time.monotonic())
+        self._asking.deadline = deadline
         try:
             with self._get_pool().connection(timeout=wait) as conn:
                 yield conn
                 conn._reactor_used = time.monotonic()
         except PoolTimeout:
             raise StoreError(f"PostgreSQL did not give a connection within {wait:.1f} s") from None
+        except psycopg.errors.QueryCanceled:
+            raise StoreError("PostgreSQL did not finish in time and the statement was cancelled (a lock held on "
+                             "reactor's tables, e.g. by a migration, or an overloaded server)") from None
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL failed: {_short(exc)}") from None
 
@@ -112,9 +124,18 @@ class PostgresStore(SQLStore):
     @contextmanager
     def group_transaction(self, deadline: float):
         """append_all is one INSERT, and on an autocommit connection one statement is its own durable
-        transaction: no BEGIN and COMMIT round trips on the acknowledgement's path."""
+        transaction: no BEGIN and COMMIT round trips on the acknowledgement's path. The statement is held to
+        `deadline` (see _Watch): a lock or a stalled server or network fails it, not the webhooks' 3 s."""
         with self._connection(deadline) as conn:
-            yield conn
+            with self._watch().held_to(conn, deadline):
+                yield conn
+
+    def _watch(self) -> "_Watch":
+        if self._watcher is None or self._watcher.pid != os.getpid():
+            with self._lock:
+                if self._watcher is None or self._watcher.pid != os.getpid():
+                    self._watcher = _Watch()
+        return self._watcher
 
     @contextmanager
     def reading(self):
@@ -219,6 +240,67 @@ class PostgresStore(SQLStore):
         if self._pool is not None and self._pid == os.getpid():
             self._pool.close()
         self._pool = None
+
+
+class _Watch:
+    """Holds statements on the acknowledgement's path to their deadline, from one thread per process.
+
+    A statement still running at its deadline is cancelled (a lock held by a migration or by hand, an
+    overloaded server: PostgreSQL answers with an error and stores nothing); if no answer has come back
+    CANCEL_GRACE later (the server or the network is stalled, and the cancel may not even arrive), the
+    connection's socket is shut, which ends the wait at once; the pool then drops that connection. Either
+    way the webhooks of that group commit get their 503 within Zoom's 3 s and Zoom sends them again. A
+    statement the server had already committed when its connection was shut is stored; its retry is a
+    duplicate, and acts once."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self._held: dict[int, tuple[float, object]] = {}  # id(connection) -> (deadline, connection)
+        self._busy = threading.Event()  # set while anything is held
+        threading.Thread(target=self._run, name="reactor-statement-deadlines", daemon=True).start()
+
+    @contextmanager
+    def held_to(self, conn, deadline: float):
+        self._held[id(conn)] = (deadline, conn)
+        if not self._busy.is_set():
+            self._busy.set()
+        try:
+            yield
+        finally:
+            self._held.pop(id(conn), None)
+
+    def _run(self) -> None:
+        while True:
+            self._busy.wait()
+            time.sleep(WATCH_EVERY)
+            if not self._held:
+                self._busy.clear()
+                if self._held:  # held between the look and the clear
+                    self._busy.set()
+                continue
+            now = time.monotonic()
+            for key, (deadline, conn) in list(self._held.items()):
+                if now >= deadline:
+                    self._stop(key, deadline, conn)
+
+    def _stop(self, key: int, deadline: float, conn) -> None:
+        """Cancel the statement; shut the socket if it has not come back CANCEL_GRACE later."""
+        until = time.monotonic() + CANCEL_GRACE
+        try:
+            conn.cancel_safe(timeout=CANCEL_GRACE)
+        except Exception:  # noqa: BLE001 (the cancel did not arrive: the socket is shut below)
+            pass
+        while time.monotonic() < until and self._held.get(key, (None, None))[1] is conn:
+            time.sleep(0.01)
+        if self._held.get(key, (None, None))[1] is not conn:
+            return
+        log("a statement on the webhook path did not come back after its cancel; closing its connection", 40,
+            late_s=round(time.monotonic() - deadline, 2))
+        try:
+            socket.socket(fileno=os.dup(conn.pgconn.socket)).shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._held.pop(key, None)
 
 
 def _short(exc: Exception) -> str:
