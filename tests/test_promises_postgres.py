@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ import psycopg
 import pytest
 import requests
 
+from reactor.store.postgres import PostgresStore
 from tests.backends import Proxy, fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
 from tests.conftest import ROOT, Worker, event, free_port, signed_headers
 from tests.syscalls import Trace, children, flushes_before_each_200
@@ -267,6 +270,35 @@ def test_a_stalled_database_lock_or_network_answers_503_within_2_5_s_and_zoom_s_
     finally:
         proxy.thaw()
         proxy.cut()
+
+
+def tcp_options(store) -> tuple[int, int, int]:
+    """SO_KEEPALIVE, TCP_KEEPIDLE and TCP_USER_TIMEOUT of a pooled connection's socket."""
+    with store._connection() as conn:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+        finally:
+            sock.close()
+
+
+def test_connections_notice_a_vanished_server_in_seconds_not_hours_unless_the_url_says_otherwise():
+    """A failover or a network that drops packets closes nothing: only TCP can tell. reactor's connections
+    probe an idle server after 30 s (the system's default: 2 hours) and give up on an unanswered one after
+    30 s (default: about 15 minutes of retransmissions); a DATABASE_URL's own values win."""
+    url = migrated_postgres_schema()
+    store = PostgresStore(url)
+    try:
+        assert tcp_options(store) == (1, 30, 30_000)
+    finally:
+        store.close()
+    store = PostgresStore(url + "&keepalives_idle=5&tcp_user_timeout=0")
+    try:
+        assert tcp_options(store) == (1, 5, 0)
+    finally:
+        store.close()
 
 
 def pacing_round(make_server, sub: str) -> tuple[int, float, list[int]]:

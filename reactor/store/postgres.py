@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -55,6 +56,12 @@ CONNECT_SECONDS = 2      # a connection not had in this time fails the request: 
 CHECK_IDLE = 1.0         # a pooled connection idle longer than this is pinged before use (one that just worked is not)
 CANCEL_GRACE = 0.25      # s a statement cancelled at its deadline has to come back before its connection is shut
 WATCH_EVERY = 0.05       # s between the watch's looks at the statements it holds to their deadlines
+# A server that vanished without closing its connections (a managed database's failover, a network that drops
+# packets) is noticed by TCP, not by a statement: within a minute on an idle connection (the LISTEN one; keepalives)
+# and 30 s on one waiting for an answer (tcp_user_timeout), instead of the systems' defaults of over two hours and
+# about fifteen minutes, during which a dispatcher or the ingest waits. A DATABASE_URL that sets any keeps its own.
+TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
+                "tcp_user_timeout": "30000"}
 
 
 class PostgresStore(SQLStore):
@@ -64,6 +71,8 @@ class PostgresStore(SQLStore):
     def __init__(self, url: str, max_size: int = 16):
         super().__init__()
         self.url = url
+        given = conninfo_to_dict(url)
+        self._conninfo = make_conninfo(url, **{k: v for k, v in TCP_DEFAULTS.items() if k not in given})
         self.max_size = max_size
         self._pool: ConnectionPool | None = None
         self._watcher: _Watch | None = None
@@ -88,7 +97,7 @@ class PostgresStore(SQLStore):
                 if self._pool is None or self._pid != os.getpid():
                     self._pid = os.getpid()
                     self._pool = ConnectionPool(
-                        self.url, min_size=1, max_size=self.max_size, open=True, timeout=CONNECT_SECONDS,
+                        self._conninfo, min_size=1, max_size=self.max_size, open=True, timeout=CONNECT_SECONDS,
                         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
                         check=self._check_if_idle, reconnect_timeout=0, name="reactor")
         return self._pool
@@ -223,7 +232,7 @@ class PostgresStore(SQLStore):
             delay = 0.5
             while True:
                 try:
-                    with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_SECONDS) as conn:
+                    with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS) as conn:
                         conn.execute(f"LISTEN {CHANNEL}")
                         delay = 0.5
                         wake()  # work may have been committed while we were not listening
