@@ -85,8 +85,6 @@ def create_app(settings: Settings | None = None, rules: RuleSet | None = None) -
     if settings.alert_url:
         reactor.alerts = AlertSweep(store, settings, reactor.wake_dispatcher)
     tasks = [lambda: _reload(active, reactor.alerts), store.maintain, reactor.backlog]
-    if reactor.dispatcher is not None:
-        tasks.append(reactor.dispatcher.upkeep)
     if reactor.alerts is not None:
         tasks.append(reactor.alerts)
     start_housekeeping(*tasks)

@@ -27,6 +27,7 @@ from .zoom import ZoomClient
 
 LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts; extended just before each call
 SILENT_FOR = 10.0          # a dispatcher whose heartbeat is older than this is dead: its leases are released
+BEAT_EVERY = 2.0           # seconds between heartbeats (each also releases the leases of silent dispatchers)
 POLL_SECONDS = 0.5         # idle threads look for due retries this often
 PACING_LATE = 0.01         # seconds after its slot a call may still leave (the spacing's margin absorbs it)
 PACING_TRIES = 3           # slots taken at most per call, when the machine is too busy to leave on time
@@ -47,6 +48,7 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._generation = 0
         self._stopping = threading.Event()
+        self._stopped = threading.Event()  # stop() is done: the heartbeat ends (it beats while calls finish)
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
         self._alive_since = 0.0    # when this process's first heartbeat was recorded
@@ -81,6 +83,19 @@ class Dispatcher:
             thread = threading.Thread(target=self._loop, name=f"reactor-dispatch-{n}", daemon=True)
             thread.start()
             self._workers.append(thread)
+        threading.Thread(target=self._heartbeat, name="reactor-heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        """upkeep() every BEAT_EVERY seconds, in a thread of its own: a process whose housekeeping is held up
+        (a rules reload of a large tree, a long checkpoint, an alert sweep waiting for a lock that a migration
+        holds) must not fall silent while its calls are in flight, or another process would send them again."""
+        while not self._stopped.wait(BEAT_EVERY):
+            try:
+                self.upkeep()
+            except StoreError as exc:
+                log("dispatcher: heartbeat not recorded, the store is unavailable; trying again", 30, error=str(exc))
+            except Exception as exc:  # the heartbeat must never die
+                log("dispatcher: heartbeat failed", 40, error=repr(exc))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let in-flight calls finish for up to `timeout` seconds in all (below a PaaS's kill timeout);
@@ -90,6 +105,7 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopped.set()
         if not any(thread.is_alive() for thread in self._workers):
             try:
                 self.store.forget(self.owner)
@@ -122,8 +138,8 @@ class Dispatcher:
                         self._cond.wait(POLL_SECONDS)
 
     def upkeep(self) -> None:
-        """Every few seconds (the housekeeping thread, never busy with a call): say this process is
-        alive, and release the leases of dispatchers on any host whose heartbeat went silent."""
+        """Every BEAT_EVERY seconds (the heartbeat thread, never busy with a call or housekeeping): say this
+        process is alive, and release the leases of dispatchers on any host whose heartbeat went silent."""
         now = self.clock()
         self._beat(now)
         for owner, jobs in self.store.release_dead(now, SILENT_FOR).items():

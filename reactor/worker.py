@@ -47,7 +47,7 @@ def run_worker() -> int:
     store.listen(dispatcher.wake)
     if ingester is not None:
         ingester.start()
-    start_housekeeping(store.maintain, dispatcher.upkeep, active.reload_if_changed)
+    start_housekeeping(store.maintain, active.reload_if_changed)
     log("worker started", pid=os.getpid(), threads=dispatcher.threads, ingest=settings.ingest)
     stop.wait()
     if ingester is not None:

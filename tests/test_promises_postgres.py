@@ -25,7 +25,7 @@ from reactor.store.postgres import PostgresStore
 from tests.backends import Proxy, fresh_postgres_schema, migrate, migrated_postgres_schema, require_postgres
 from tests.conftest import ROOT, Worker, event, free_port, signed_headers
 from tests.syscalls import Trace, children, flushes_before_each_200
-from tests.zoom_standin import ZoomStandIn
+from tests.zoom_standin import Reply, ZoomStandIn
 
 NO_RULES = "rules: []\n"
 FSYNCS = ("fdatasync", "fsync")
@@ -270,6 +270,36 @@ def test_a_stalled_database_lock_or_network_answers_503_within_2_5_s_and_zoom_s_
     finally:
         proxy.thaw()
         proxy.cut()
+
+
+def test_a_process_whose_housekeeping_waits_on_a_lock_keeps_its_call_in_flight_and_zoom_gets_it_once(make_server,
+                                                                                                   zoom):
+    """A deploy's migration holds the deliveries table (ACCESS EXCLUSIVE) for 16 s while a web process's
+    call to Zoom is in flight (Zoom answers after 20 s). The web process's alert sweep waits on that lock;
+    its heartbeat must not wait with it, or the worker, whose housekeeping touches no delivery, takes the
+    process for dead after 10 s and sends the call a second time. Before, the heartbeat shared the
+    housekeeping thread: Zoom got the start twice."""
+    chat = ZoomStandIn()
+    url = migrated_postgres_schema()
+    zoom.script("/v2/meetings/66000000001/livestream/status", [Reply(204, delay=20)])
+    server = make_server(zoom=zoom, env={"DATABASE_URL": url, "WEB_CONCURRENCY": "1",
+                                         "REACTOR_ALERT_URL": chat.url + "/hooks/alerts"})
+    worker = None
+    try:
+        assert post(server, event(meeting_id="66000000001", topic="Town Hall"), timeout=5).status_code == 200
+        zoom.wait_for(1, timeout=30)  # the web process's dispatcher is in the call
+        worker = Worker(server)
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+            time.sleep(16)
+            holder.rollback()
+        time.sleep(8)  # the call has been answered; a second one would have been sent by now
+        calls = [c.path for c in zoom.api_calls("/v2/meetings/66000000001/")]
+        assert calls == ["/v2/meetings/66000000001/livestream/status"], f"Zoom got: {calls}"
+    finally:
+        if worker is not None:
+            worker.stop()
+        chat.close()
 
 
 def tcp_options(store) -> tuple[int, int, int]:

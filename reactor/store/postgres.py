@@ -264,7 +264,7 @@ class _Watch:
 
     def __init__(self):
         self.pid = os.getpid()
-        self._held: dict[int, tuple[float, object]] = {}  # id(connection) -> (deadline, connection)
+        self._held: dict[int, tuple[float, object]] = {}  # id(connection) -> (deadline, connection), one per hold
         self._busy = threading.Event()  # set while anything is held
         threading.Thread(target=self._run, name="reactor-statement-deadlines", daemon=True).start()
 
@@ -279,6 +279,7 @@ class _Watch:
             self._held.pop(id(conn), None)
 
     def _run(self) -> None:
+        stopping: set[int] = set()  # id()s of the holds being stopped, each by its own thread
         while True:
             self._busy.wait()
             time.sleep(WATCH_EVERY)
@@ -288,28 +289,49 @@ class _Watch:
                     self._busy.set()
                 continue
             now = time.monotonic()
-            for key, (deadline, conn) in list(self._held.items()):
-                if now >= deadline:
-                    self._stop(key, deadline, conn)
+            try:
+                for key, hold in list(self._held.items()):
+                    if now >= hold[0] and id(hold) not in stopping:  # a stall expires many at once: stop them together
+                        stopping.add(id(hold))
+                        threading.Thread(target=self._stop, args=(key, hold, stopping), daemon=True).start()
+            except Exception as exc:  # noqa: BLE001 (the watch must outlive any one look)
+                log("the statement watch failed a look", 40, error=f"{type(exc).__name__}: {exc}"[:200])
 
-    def _stop(self, key: int, deadline: float, conn) -> None:
-        """Cancel the statement; shut the socket if it has not come back CANCEL_GRACE later."""
+    def _stop(self, key: int, hold: tuple[float, object], stopping: set) -> None:
+        try:
+            self._cancel_or_shut(key, hold)
+        except Exception as exc:  # noqa: BLE001 (a connection lost meanwhile: nothing left to stop)
+            log("stopping a late statement failed", 30, error=f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            stopping.discard(id(hold))
+
+    def _cancel_or_shut(self, key: int, hold: tuple[float, object]) -> None:
+        """Cancel the statement; shut the socket if it has not come back CANCEL_GRACE later. Only while this
+        very hold lasts: a connection given back and held again is a new hold, with its own deadline. (A cancel
+        that reaches the server after the statement ended can still stop the connection's next statement, and
+        the statement can end between the last look and the shutdown: at worst one more 503, or a dispatcher's
+        statement failed and made again; both only when the database is already stalled.)"""
+        deadline, conn = hold
         until = time.monotonic() + CANCEL_GRACE
+        if self._held.get(key) is not hold:
+            return
         try:
             conn.cancel_safe(timeout=CANCEL_GRACE)
         except Exception:  # noqa: BLE001 (the cancel did not arrive: the socket is shut below)
             pass
-        while time.monotonic() < until and self._held.get(key, (None, None))[1] is conn:
+        while time.monotonic() < until and self._held.get(key) is hold:
             time.sleep(0.01)
-        if self._held.get(key, (None, None))[1] is not conn:
+        if self._held.get(key) is not hold:
             return
         log("a statement on the webhook path did not come back after its cancel; closing its connection", 40,
             late_s=round(time.monotonic() - deadline, 2))
         try:
-            socket.socket(fileno=os.dup(conn.pgconn.socket)).shutdown(socket.SHUT_RDWR)
-        except OSError:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):  # closed meanwhile (pgconn.socket: "the connection is lost")
             pass
-        self._held.pop(key, None)
+        if self._held.get(key) is hold:
+            self._held.pop(key, None)
 
 
 def _short(exc: Exception) -> str:
