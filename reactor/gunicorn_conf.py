@@ -19,6 +19,8 @@ worker_class = "gthread"
 preload_app = False
 timeout = 30                 # a worker silent this long is restarted
 graceful_timeout = 20        # below the PaaS's 30 s kill timeout (Heroku: SIGTERM then 30 s then SIGKILL)
+DISPATCH_STOP = 8            # s worker_exit waits for the calls in flight, then INGEST_STOP for the ingest: in
+INGEST_STOP = 10             # graceful_timeout together (a worker with no request left gets there at once)
 keepalive = 5
 accesslog = None             # reactor logs one JSON line per delivery itself
 errorlog = "-"
@@ -94,12 +96,18 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A worker stopping (a deploy, a scale-down): its ingester first stores what it acknowledged, so a
-    graceful stop leaves nothing to another process's sweep of the inbox."""
+    """A worker stopping (a deploy, a scale-down), within graceful_timeout: its dispatcher claims nothing more
+    and lets the calls in flight finish and be recorded (up to DISPATCH_STOP s; a call cut off keeps its
+    lease, and another process makes it again once this one is silent), then its ingester stores what it
+    acknowledged, so a graceful stop leaves nothing to another process's sweep of the inbox."""
     app = getattr(worker, "reactor_app", None)
     reactor = app.extensions.get("reactor") if app is not None else None
-    if reactor is not None and reactor.ingester is not None:
-        reactor.ingester.stop()
+    if reactor is None:
+        return
+    if reactor.dispatcher is not None:
+        reactor.dispatcher.stop(DISPATCH_STOP)
+    if reactor.ingester is not None:
+        reactor.ingester.stop(INGEST_STOP)
 
 
 def from_trusted_proxy(app, allowed: list[str]):

@@ -205,3 +205,28 @@ def test_dispatch_off_leaves_the_calls_to_the_worker(make_server, zoom):
         worker.stop()
     assert '"msg": "attempt"' not in server.logs()
     assert '"msg": "attempt"' in (server.tmp / "worker.log").read_text()
+
+
+def test_a_deploy_s_sigterm_lets_the_call_in_flight_finish_and_zoom_gets_it_once(make_server, zoom):
+    """A deploy stops a web process (SIGTERM) while its dispatcher is in a call that Zoom answers after 3 s.
+    The process finishes the call and records it before it exits, so the worker that carries on has
+    nothing to send again. Before, the web process stopped only its ingester: the call was cut off with
+    the process, its lease stayed held, and 10 s later the worker took the silent process's job and
+    Zoom got the start twice."""
+    from tests.zoom_standin import Reply
+
+    zoom.script("/v2/meetings/67000000001/livestream/status", [Reply(204, delay=3)])
+    server = make_server(rules=TOWN_HALL_RULES, zoom=zoom, env={"WEB_CONCURRENCY": "1"})
+    assert server.post(event(meeting_id="67000000001", topic="Town Hall")).status_code == 200
+    zoom.wait_for(1, timeout=20)  # the web process's dispatcher is in the call
+    worker = Worker(server)
+    try:
+        server.stop()  # SIGTERM, as a PaaS stops a dyno
+        assert server.proc.returncode == 0
+        time.sleep(14)  # past the 10 s a silent process's leases wait before another process takes them
+        calls = [c.path for c in zoom.api_calls("/v2/meetings/67000000001/")]
+        assert calls == ["/v2/meetings/67000000001/livestream/status"], f"Zoom got: {calls}"
+        [delivery] = server.history(settle=False)
+        assert [job["status"] for job in delivery["jobs"]] == ["done"], delivery
+    finally:
+        worker.stop()
