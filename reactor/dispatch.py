@@ -28,6 +28,7 @@ from .zoom import ZoomClient
 LEASE_SECONDS = 60         # longer than pacing wait + connect + read timeouts; extended just before each call
 SILENT_FOR = 10.0          # a dispatcher whose heartbeat is older than this is dead: its leases are released
 BEAT_EVERY = 2.0           # seconds between heartbeats (each also releases the leases of silent dispatchers)
+BEAT_GAP = 5.0             # a beat this long after this process's previous one: it was held up too (see upkeep)
 POLL_SECONDS = 0.5         # idle threads look for due retries this often
 PACING_LATE = 0.01         # seconds after its slot a call may still leave (the spacing's margin absorbs it)
 PACING_TRIES = 3           # slots taken at most per call, when the machine is too busy to leave on time
@@ -52,6 +53,8 @@ class Dispatcher:
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
         self._alive_since = 0.0    # when this process's first heartbeat was recorded
+        self._beaten_at = 0.0      # when its latest heartbeat was recorded
+        self._judge_from = 0.0     # before this, it releases no other process's leases (see upkeep)
         self.chat = ChatSender()
         self._clients: dict[str, tuple[tuple, ZoomClient]] = {}  # account name -> (its credentials, its client)
         self._clients_lock = threading.Lock()
@@ -142,12 +145,22 @@ class Dispatcher:
         process is alive, and release the leases of dispatchers on any host whose heartbeat went silent."""
         now = self.clock()
         self._beat(now)
+        if now < self._judge_from:
+            return
         for owner, jobs in self.store.release_dead(now, SILENT_FOR).items():
             log("released the jobs of a silent dispatcher", owner=owner, jobs=jobs)
 
     # -- one job
     def _beat(self, now: float) -> None:
+        """Record this process's heartbeat. One recorded BEAT_GAP or more after the previous (the first, or
+        after the database or this process was held up) defers judging others for two beats: when the
+        database was held up for everyone (a long transaction on the SQLite file, a lock), every live
+        process fell silent with it, and the first to beat again would otherwise release the leases of calls
+        the others still have in flight, before they could beat."""
         self.store.heartbeat(self.owner, now)
+        if now - self._beaten_at >= BEAT_GAP:
+            self._judge_from = now + 2 * BEAT_EVERY
+        self._beaten_at = now
         self._alive_since = self._alive_since or now
 
     def run_once(self) -> bool:

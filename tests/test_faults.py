@@ -191,3 +191,33 @@ def test_a_call_waiting_past_its_lease_for_a_pacing_slot_keeps_its_job_and_zoom_
                                                             "/v2/meetings/51000000002/livestream/status"]
     finally:
         store.close()
+
+
+def test_after_the_database_held_everyone_up_no_process_takes_the_others_calls_in_flight(make_server, zoom):
+    """A long transaction on the SQLite file (a big prune, a `retry --dead` on a large history, someone's
+    `sqlite3` shell) holds the write lock for 12 s while six calls are in flight in three processes (two web
+    workers and the worker; Zoom answers after 16 s). Every heartbeat fails meanwhile. When the lock goes,
+    the first process to beat again must not take the others for dead: they were held up as it was. Before,
+    it released their leases at once and sent their calls a second time."""
+    from tests.conftest import Worker
+
+    meetings = [str(68_000_000_001 + n) for n in range(6)]
+    for meeting in meetings:
+        zoom.script(f"/v2/meetings/{meeting}/livestream/status", [Reply(204, delay=16)])
+    server = make_server(zoom=zoom, env={"WEB_CONCURRENCY": "2"})
+    worker = Worker(server)
+    holder = sqlite3.connect(str(server.db), timeout=10, isolation_level=None, check_same_thread=False)
+    try:
+        time.sleep(1)  # the worker is up and beating
+        for meeting in meetings:
+            assert server.post(event(meeting_id=meeting, topic="Town Hall")).status_code == 200
+        zoom.wait_for(len(meetings), timeout=20)  # all six in flight
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(12)
+        holder.execute("COMMIT")
+        time.sleep(8)  # Zoom has answered the six; a second call would have gone out by now
+        calls = sorted(c.path.split("/")[3] for c in zoom.api_calls("/v2/meetings/"))
+        assert calls == meetings, f"calls per meeting: {calls}"
+    finally:
+        holder.close()
+        worker.stop()
