@@ -101,6 +101,22 @@ def test_claim_leases_one_job_to_one_owner(store):
     assert store.counts()["done"] == 1
 
 
+def test_a_lease_claimed_again_by_the_same_owner_fences_off_the_first_claim(store):
+    """Two threads of one process share its owner name. When the first's lease runs out before its call (a
+    slow token fetch, pacing waits that add up past 60 s) and its sibling claims the job again, the first
+    claim must neither extend the lease nor record an outcome: else both threads' extends before the call
+    succeed, and Zoom gets the call twice."""
+    store.accept(delivery("fence"), [action()], T0 + 1800)
+    first = store.claim("host:1:same", T0, 60)
+    again = store.claim("host:1:same", T0 + 61, 60)  # the lease ran out; a sibling thread claims it
+    assert again is not None and again.id == first.id
+    assert not store.extend(first, "host:1:same", T0 + 62, 60), "the first claim extended a lease it lost"
+    assert store.extend(again, "host:1:same", T0 + 62, 60)
+    assert not store.finish(first, "host:1:same", Attempt(T0 + 63, "done"), "done"), "the first claim recorded"
+    assert store.finish(again, "host:1:same", Attempt(T0 + 63, "done"), "done")
+    assert store.counts()["done"] == 1
+
+
 def test_claims_take_expired_leases_first_then_pending_jobs_by_due_time(store):
     first, second = (store.accept(delivery(f"k{n}", order_key=f"meetings/{n}"), [action(f"meetings/{n}")], T0 + 1800)
                      for n in (1, 2))

@@ -107,8 +107,9 @@ class Store:
         """Record `attempt` and move the job to `status` (pending with due_at for a retry), atomically;
         `failure` adds one to the job's failures.
 
-        The status changes only while `owner` still holds the lease; returns False when it no longer
-        does (another dispatcher took the job over), in which case only the attempt is recorded."""
+        The status changes only while `owner` still holds the lease by this claim (`job.attempts`);
+        returns False when it no longer does (another dispatcher, or another thread of this one, took
+        the job over), in which case only the attempt is recorded."""
         raise NotImplementedError
 
     def reserve_slot(self, account: str, rate: float, now: float, margin: float = 0.05) -> float:
@@ -119,8 +120,9 @@ class Store:
 
     def extend(self, job: Job, owner: str, now: float, lease_seconds: float) -> bool:
         """Immediately before a call to Zoom: extend `owner`'s lease on `job` to now + lease_seconds and
-        return True, or return False when `owner` no longer holds it (released as dead, or claimed by
-        another dispatcher after it expired), in which case the call must not be made."""
+        return True, or return False when `owner` no longer holds it by this claim (`job.attempts`: released
+        as dead, or claimed again after it expired, by another dispatcher or by another thread under the same
+        owner name), in which case the call must not be made."""
         raise NotImplementedError
 
     def heartbeat(self, owner: str, now: float) -> None:

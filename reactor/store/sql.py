@@ -211,8 +211,8 @@ class SQLStore(GroupCommit, Store):
                 "UPDATE jobs SET status = CASE WHEN confirmed_at IS NULL THEN ? ELSE 'done' END, "
                 "due_at = COALESCE(?, due_at), lease_owner = '', lease_until = 0, "
                 "failures = failures + ?, last_message = ?, updated_at = ? "
-                "WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                (status, due_at, int(failure), attempt.message, attempt.at, job.id, owner))
+                "WHERE id = ? AND lease_owner = ? AND status = 'running' AND attempts = ?",
+                (status, due_at, int(failure), attempt.message, attempt.at, job.id, owner, job.attempts))
             held = cur.rowcount == 1
             if held and status == "pending":
                 self.announce(conn)
@@ -227,9 +227,11 @@ class SQLStore(GroupCommit, Store):
             return float(self.run(conn, _RESERVE, (account, now, interval, interval)).fetchone()["slot"])  # SQLite: 100, not 100.0
 
     def extend(self, job: Job, owner: str, now: float, lease_seconds: float) -> bool:
+        """Only the claim that `job` is: each claim counts one more attempt, so a sibling thread's claim of the
+        same job (its lease ran out), under the same owner name, fences this one off."""
         with self.transaction(durable=False) as conn:
-            return self.run(conn, "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                            (now + lease_seconds, job.id, owner)).rowcount == 1
+            return self.run(conn, "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running' "
+                                  "AND attempts = ?", (now + lease_seconds, job.id, owner, job.attempts)).rowcount == 1
 
     def heartbeat(self, owner: str, now: float) -> None:
         with self.transaction(durable=False) as conn:
