@@ -54,6 +54,7 @@ class Dispatcher:
         self._pruned_at = 0.0
         self._alive_since = 0.0    # when this process's first heartbeat was recorded
         self._beaten_at = 0.0      # when its latest heartbeat was recorded
+        self._skew = 0.0           # the database's clock minus this host's (heartbeats are dated by the database's)
         self._judge_from = 0.0     # before this, it releases no other process's leases (see upkeep)
         self.chat = ChatSender()
         self._clients: dict[str, tuple[tuple, ZoomClient]] = {}  # account name -> (its credentials, its client)
@@ -78,7 +79,7 @@ class Dispatcher:
         this process's heartbeat is recorded (a database that is down at start-up delays that; it
         does not stop the process)."""
         try:
-            self._beat(self.clock())
+            self.upkeep()
         except StoreError as exc:
             log("dispatcher: no heartbeat yet, the store is unavailable; claiming nothing until it is back", 30,
                 error=str(exc))
@@ -143,12 +144,20 @@ class Dispatcher:
     def upkeep(self) -> None:
         """Every BEAT_EVERY seconds (the heartbeat thread, never busy with a call or housekeeping): say this
         process is alive, and release the leases of dispatchers on any host whose heartbeat went silent."""
-        now = self.clock()
+        before = self.clock()
+        database = self.store.clock()
+        self._skew = database - (before + self.clock()) / 2
+        now = self._shared_now()
         self._beat(now)
         if now < self._judge_from:
             return
         for owner, jobs in self.store.release_dead(now, SILENT_FOR).items():
             log("released the jobs of a silent dispatcher", owner=owner, jobs=jobs)
+
+    def _shared_now(self) -> float:
+        """This host's clock set to the database's (as of the latest heartbeat): what heartbeats are dated and
+        judged by, so that hosts whose clocks are seconds apart do not take each other for silent."""
+        return self.clock() + self._skew
 
     # -- one job
     def _beat(self, now: float) -> None:
@@ -167,7 +176,7 @@ class Dispatcher:
         """Claim and run one due job; False when none was due (or this process is not known alive yet)."""
         now = self.clock()
         if not self._alive_since:  # a lease without a heartbeat would be released as a dead process's
-            self._beat(now)
+            self._beat(self._shared_now())
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
             self.store.prune(now - self.settings.history_days * 86400)

@@ -228,9 +228,9 @@ def run_cli(*args, env=None):
 class Worker:
     """`python -m reactor worker`, as the Procfile's worker: line runs it."""
 
-    def __init__(self, server):
+    def __init__(self, server, env: dict | None = None):
         self.log = open(server.tmp / "worker.log", "ab")
-        env = {k: v for k, v in server.env.items() if k != "ZOOM_WEBHOOK_SECRET_TOKEN"}
+        env = {k: v for k, v in {**server.env, **(env or {})}.items() if k != "ZOOM_WEBHOOK_SECRET_TOKEN"}
         self.proc = subprocess.Popen([sys.executable, "-m", "reactor", "worker"], cwd=server.tmp, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -302,6 +302,31 @@ def test_a_process_whose_housekeeping_waits_on_a_lock_keeps_its_call_in_flight_a
         chat.close()
 
 
+def test_a_host_whose_clock_is_15_s_ahead_does_not_take_a_live_process_for_silent(make_server, zoom, tmp_path):
+    """A worker on another host whose clock runs 15 s ahead (no NTP) shares PostgreSQL with a web process
+    whose call is in flight (Zoom answers after 16 s). Heartbeats are dated and judged by the database's
+    clock, so the worker sees the web process beat and leaves its call alone. Before, each host dated its
+    heartbeats by its own clock: the worker found the web process 15 s silent at once, released its lease,
+    and Zoom got the start twice."""
+    ahead = tmp_path / "clock-ahead"
+    ahead.mkdir()
+    (ahead / "sitecustomize.py").write_text(  # this host's clock, 15 s ahead, for every reader of time.time()
+        "import time\n_host = time.time\ntime.time = lambda: _host() + 15.0\n")
+    url = migrated_postgres_schema()
+    zoom.script("/v2/meetings/69000000001/livestream/status", [Reply(204, delay=16)])
+    server = make_server(zoom=zoom, env={"DATABASE_URL": url, "WEB_CONCURRENCY": "1"})
+    assert post(server, event(meeting_id="69000000001", topic="Town Hall"), timeout=5).status_code == 200
+    zoom.wait_for(1, timeout=30)  # the web process's dispatcher is in the call
+    worker = Worker(server, env={"PYTHONPATH": f"{ahead}{os.pathsep}{server.env['PYTHONPATH']}"})
+    try:
+        time.sleep(18)  # Zoom has answered; the worker has judged the web process's heartbeat every 2 s
+        calls = [c.path for c in zoom.api_calls("/v2/meetings/69000000001/")]
+        assert calls == ["/v2/meetings/69000000001/livestream/status"], f"Zoom got: {calls}"
+        assert worker.proc.poll() is None, "the worker with the clock ahead stopped"
+    finally:
+        worker.stop()
+
+
 def tcp_options(store) -> tuple[int, int, int]:
     """SO_KEEPALIVE, TCP_KEEPIDLE and TCP_USER_TIMEOUT of a pooled connection's socket."""
     with store._connection() as conn:

@@ -5,6 +5,8 @@ reactor/delivery.py; this file states what each method must do, and what must be
 """
 from __future__ import annotations
 
+import time
+
 from ..delivery import STATUSES, Accepted, Attempt, Job, NewDelivery
 from ..plan import PlannedAction
 
@@ -132,6 +134,11 @@ class Store:
     def forget(self, owner: str) -> None:
         """`owner` stops cleanly: remove its heartbeat (its leases, if any, are released by the others)."""
         raise NotImplementedError
+
+    def clock(self) -> float:
+        """The database's clock, seconds since the epoch: the one clock every process sharing the store reads
+        alike (heartbeats are dated and judged by it). The embedded store's is this host's."""
+        return time.time()
 
     def release_dead(self, now: float, silent_for: float) -> dict[str, int]:
         """Make every job leased to an owner whose heartbeat is older than `silent_for` seconds (or that

@@ -221,6 +221,10 @@ class PostgresStore(SQLStore):
             raise SchemaError(f"the database has {found}; this reactor needs version {SCHEMA_VERSION}: "
                               f"run `python -m reactor migrate` (the Procfile's release: step)")
 
+    def clock(self) -> float:
+        with self.reading() as conn:
+            return float(conn.execute("SELECT extract(epoch FROM clock_timestamp()) AS t", prepare=True).fetchone()["t"])
+
     def ping(self) -> None:
         with self.reading() as conn:
             conn.execute("SELECT 1")
