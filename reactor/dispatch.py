@@ -176,7 +176,7 @@ class Dispatcher:
         """Claim and run one due job; False when none was due (or this process is not known alive yet)."""
         now = self.clock()
         if not self._alive_since:  # a lease without a heartbeat would be released as a dead process's
-            self._beat(self._shared_now())
+            self.upkeep()  # (dated by the database's clock, read first: start() could not, with the database away)
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
             self.store.prune(now - self.settings.history_days * 86400)

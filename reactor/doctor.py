@@ -156,6 +156,8 @@ def check_database(settings: Settings) -> Check:
     except StoreError as exc:
         return Check("database", False, f"PostgreSQL does not answer: {exc}",
                      "check DATABASE_URL and that the database accepts connections from here")
+    except ConfigError as exc:
+        return Check("database", False, str(exc), "fix DATABASE_URL")
     finally:
         if store is not None:
             store.close()

@@ -129,6 +129,24 @@ def test_a_database_without_the_schema_says_run_migrate(tmp_path, zoom):
     assert line(out, "database") == "ok       database: PostgreSQL reachable, schema current"
 
 
+def test_a_database_url_libpq_cannot_read_is_named_without_its_password_and_stops_the_worker(tmp_path, zoom):
+    """A password with a bare % (not percent-encoded): libpq quotes the token it could not read, which is the
+    password. doctor fails the check saying what is wrong and hides the token; the worker stops with exit 3
+    and the same words (it used to start and answer 'unavailable' for ever)."""
+    env = setup(tmp_path, zoom, DATABASE_URL="postgresql://reactor:pa%zzword-7c1e@127.0.0.1:5432/test")
+    code, out = doctor(env)
+    assert code == 1 and "pa%zzword-7c1e" not in out, out
+    assert line(out, "database") == (
+        'FAILED   database: DATABASE_URL is not a PostgreSQL URL libpq can read: invalid percent-encoded token: '
+        '"<hidden>" (postgresql://user:password@host:port/database?parameter=value; percent-encode special '
+        'characters); fix: fix DATABASE_URL')
+    worker = subprocess.run([sys.executable, "-m", "reactor", "worker"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60, env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+                                             **env})
+    assert worker.returncode == 3 and "pa%zzword-7c1e" not in worker.stderr + worker.stdout, worker.stderr
+    assert "reactor worker cannot start: DATABASE_URL is not a PostgreSQL URL libpq can read" in worker.stderr
+
+
 def test_an_sqlite_file_with_large_pages_is_fine_and_the_line_says_how_new_files_differ(tmp_path, zoom):
     import sqlite3
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import SchemaError, StoreError
+from ..errors import ConfigError, SchemaError, StoreError
 from ..logs import log
 from ..delivery import Accepted
 from .schema import SCHEMA_VERSION, delivery_row, job_rows, migrations
@@ -71,7 +72,15 @@ class PostgresStore(SQLStore):
     def __init__(self, url: str, max_size: int = 16):
         super().__init__()
         self.url = url
-        given = conninfo_to_dict(url)
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.Error as exc:  # libpq quotes what it could not read, which may be the password: hidden
+            userinfo = url.partition("://")[2].rpartition("@")[0]
+            said = re.sub(r'"([^"]*)"', lambda m: '"<hidden>"' if m.group(1) and m.group(1) in userinfo else m.group(0),
+                          _short(exc))
+            raise ConfigError(f"DATABASE_URL is not a PostgreSQL URL libpq can read: {said} (postgresql://user:"
+                              f"password@host:port/database?parameter=value; percent-encode special characters)"
+                              ) from None
         self._conninfo = make_conninfo(url, **{k: v for k, v in TCP_DEFAULTS.items() if k not in given})
         self.max_size = max_size
         self._pool: ConnectionPool | None = None
@@ -253,6 +262,9 @@ class PostgresStore(SQLStore):
         if self._pool is not None and self._pid == os.getpid():
             self._pool.close()
         self._pool = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
 
 class _Watch:
@@ -270,6 +282,7 @@ class _Watch:
         self.pid = os.getpid()
         self._held: dict[int, tuple[float, object]] = {}  # id(connection) -> (deadline, connection), one per hold
         self._busy = threading.Event()  # set while anything is held
+        self._closed = False
         threading.Thread(target=self._run, name="reactor-statement-deadlines", daemon=True).start()
 
     @contextmanager
@@ -282,9 +295,13 @@ class _Watch:
         finally:
             self._held.pop(id(conn), None)
 
+    def close(self) -> None:
+        self._closed = True
+        self._busy.set()
+
     def _run(self) -> None:
         stopping: set[int] = set()  # id()s of the holds being stopped, each by its own thread
-        while True:
+        while not self._closed:
             self._busy.wait()
             time.sleep(WATCH_EVERY)
             if not self._held:
