@@ -221,3 +221,31 @@ def counts(server) -> dict:
         return store.counts()
     finally:
         store.close()
+
+
+def test_the_job_a_call_comes_from_is_on_the_disk_before_the_call_leaves(make_server, zoom, tmp_path):
+    """The ingest (the job made, the inbox row deleted) and the claim commit without waiting for the disk; a
+    crash of the machine after the call would then bring the inbox row back, and ingesting it again would
+    send the call twice. So the extend right before each call is committed with an fsync, which carries
+    them: between each delivery's 200 and its PATCH, an fsync of the database."""
+    server = make_server(zoom=zoom, env={"WEB_CONCURRENCY": "1"})
+    trace = Trace(children(server.proc.pid), (*FSYNCS, "sendto"), tmp_path / "strace.txt", strlen=120)
+    try:
+        for n in range(5):
+            response = server.post(event(meeting_id=str(57_000_000_000 + n), topic="Town Hall"))
+            assert response.status_code == 200
+            zoom.wait_for(n + 1)
+    finally:
+        calls = trace.stop()
+    between, flushes, answered = [], 0, False
+    for call in calls:
+        if call.call in FSYNCS:
+            flushes += 1
+        elif call.call == "sendto" and r'\"status\":\"accepted' in call.args:
+            flushes, answered = 0, True
+        elif call.call == "sendto" and "PATCH /v2/meetings/" in call.args:
+            if answered:
+                between.append(flushes)
+            answered = False
+    assert len(between) == 5, f"saw {len(between)} answer-then-call pairs in the trace"
+    assert min(between) >= 1, f"fsyncs between each 200 and its call: {between}"

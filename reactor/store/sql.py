@@ -228,8 +228,13 @@ class SQLStore(GroupCommit, Store):
 
     def extend(self, job: Job, owner: str, now: float, lease_seconds: float) -> bool:
         """Only the claim that `job` is: each claim counts one more attempt, so a sibling thread's claim of the
-        same job (its lease ran out), under the same owner name, fences this one off."""
-        with self.transaction(durable=False) as conn:
+        same job (its lease ran out), under the same owner name, fences this one off.
+
+        Durable, as it comes right before the call: the ingest that made the job (and its deletion of the
+        inbox row) and the claim commit without waiting for the disk, and this commit's flush carries them
+        (the log is written in order). Else a database crash after the call could bring the inbox row back,
+        and its ingest again would send the call a second time."""
+        with self.transaction(durable=True) as conn:
             return self.run(conn, "UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running' "
                                   "AND attempts = ?", (now + lease_seconds, job.id, owner, job.attempts)).rowcount == 1
 
