@@ -104,6 +104,8 @@ def parse(stdout: str, stderr: str = "") -> Result:
     """A Result from the output of wrk running a script of write_script's."""
     statuses = re.search(r"^BENCH statuses(.*)$", stdout, re.M)
     totals = re.search(r"^BENCH duration_us=(\d+) connect=(\d+) read=(\d+) write=(\d+) timeout=(\d+)$", stdout, re.M)
+    if (not statuses or not totals) and "unable to connect" in stdout + stderr:
+        return Result(socket_errors={"connect": 1})  # nothing listened: a row refused, not a bench that stops
     if not statuses or not totals:
         raise RuntimeError(f"wrk printed no status counts (is the script one of write_script's?):\n{stdout}{stderr}")
     latency = {m.group(1): float(m.group(2)) * _UNITS[m.group(3)]

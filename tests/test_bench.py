@@ -122,6 +122,16 @@ def test_ingest_row_with_any_non_2xx_answer_is_refused_without_figures():
     assert timeouts.startswith("REFUSED") and "timeout: 3" in timeouts, timeouts
 
 
+def test_a_wrk_run_that_cannot_connect_is_a_refusal_not_a_crash(tmp_path):
+    """wrk against a port nothing listens on (a peer that died after its readiness answer) prints no counts:
+    the run counts as one request never answered, so its row is refused and the bench carries on."""
+    from tests.conftest import free_port
+
+    result = wrk.run(f"http://127.0.0.1:{free_port()}", wrk.write_script(tmp_path / "d.lua", SECRET,
+                                                                         wrk.deliveries(10)), seconds=1)
+    assert result.ok == 0 and result.not_ok == {"connect": 1}
+
+
 def test_reaction_row_refuses_non_200_and_reports_p99_only_over_200_samples():
     assert reaction_row([5.0] * 200, Counter({200: 199, 401: 1}), 200).startswith("REFUSED: 1 of 200 webhooks")
     assert reaction_row([5.0] * 199, Counter({200: 200}), 200).startswith("REFUSED: only 199 of 200")
