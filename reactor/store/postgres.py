@@ -56,6 +56,7 @@ FROM d"""
 CONNECT_SECONDS = 2      # a connection not had in this time fails the request: 503 inside Zoom's 3 s
 CHECK_IDLE = 1.0         # a pooled connection idle longer than this is pinged before use (one that just worked is not)
 CANCEL_GRACE = 0.25      # s a statement cancelled at its deadline has to come back before its connection is shut
+PING_LOCK_WAIT = 0.5     # s readiness waits for the inbox's lock (autovacuum's brief locks are not an outage)
 WATCH_EVERY = 0.05       # s between the watch's looks at the statements it holds to their deadlines
 # A server that vanished without closing its connections (a managed database's failover, a network that drops
 # packets) is noticed by TCP, not by a statement: within a minute on an idle connection (the LISTEN one; keepalives)
@@ -235,8 +236,12 @@ class PostgresStore(SQLStore):
             return float(conn.execute("SELECT extract(epoch FROM clock_timestamp()) AS t", prepare=True).fetchone()["t"])
 
     def ping(self) -> None:
-        with self.reading() as conn:
-            conn.execute("SELECT 1")
+        """Ready means able to append: the lock an INSERT into the inbox takes, had within PING_LOCK_WAIT. A
+        `SELECT 1` answered while a migration's waiting ALTER TABLE, or a LOCK held by hand, made every
+        webhook a 503."""
+        with self.transaction(deadline=time.monotonic() + CONNECT_SECONDS) as conn:
+            conn.execute(f"SET LOCAL lock_timeout = '{int(PING_LOCK_WAIT * 1000)}ms'")
+            conn.execute("LOCK TABLE inbox IN ROW EXCLUSIVE MODE")
 
     def listen(self, wake) -> None:
         """A thread holding one LISTEN connection; reconnects with back-off when the server goes away."""
