@@ -52,8 +52,7 @@ class Dispatcher:
         self._stopped = threading.Event()  # stop() is done: the heartbeat ends (it beats while calls finish)
         self._workers: list[threading.Thread] = []
         self._pruned_at = 0.0
-        self._alive_since = 0.0    # when this process's first heartbeat was recorded
-        self._beaten_at = 0.0      # when its latest heartbeat was recorded
+        self._beaten_at = 0.0      # when its latest heartbeat was recorded (0: none yet)
         self._skew = 0.0           # the database's clock minus this host's (heartbeats are dated by the database's)
         self._judge_from = 0.0     # before this, it releases no other process's leases (see upkeep)
         self.chat = ChatSender()
@@ -170,12 +169,11 @@ class Dispatcher:
         if now - self._beaten_at >= BEAT_GAP:
             self._judge_from = now + 2 * BEAT_EVERY
         self._beaten_at = now
-        self._alive_since = self._alive_since or now
 
     def run_once(self) -> bool:
         """Claim and run one due job; False when none was due (or this process is not known alive yet)."""
         now = self.clock()
-        if not self._alive_since:  # a lease without a heartbeat would be released as a dead process's
+        if not self._beaten_at:  # a lease without a heartbeat would be released as a dead process's
             self.upkeep()  # (dated by the database's clock, read first: start() could not, with the database away)
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
