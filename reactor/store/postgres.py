@@ -97,15 +97,17 @@ class PostgresStore(SQLStore):
         drops it. The ping is held to the asking request's deadline (see _Watch): a stalled server or network
         must not keep a webhook past Zoom's 3 s before its statement has even begun."""
         if time.monotonic() - getattr(conn, "_reactor_used", 0.0) > CHECK_IDLE:
-            with self._watch().held_to(conn, self._asking.deadline):
+            with self._watcher.held_to(conn, self._asking.deadline):
                 ConnectionPool.check_connection(conn)
 
     def _get_pool(self) -> ConnectionPool:
-        """The pool of this process, opened on first use (so never carried across fork)."""
+        """The pool of this process, and the watch on its statements, made on first use (so never carried
+        across fork)."""
         if self._pool is None or self._pid != os.getpid():
             with self._lock:
                 if self._pool is None or self._pid != os.getpid():
                     self._pid = os.getpid()
+                    self._watcher = _Watch()
                     self._pool = ConnectionPool(
                         self._conninfo, min_size=1, max_size=self.max_size, open=True, timeout=CONNECT_SECONDS,
                         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_SECONDS},
@@ -146,15 +148,8 @@ class PostgresStore(SQLStore):
         transaction: no BEGIN and COMMIT round trips on the acknowledgement's path. The statement is held to
         `deadline` (see _Watch): a lock or a stalled server or network fails it, not the webhooks' 3 s."""
         with self._connection(deadline) as conn:
-            with self._watch().held_to(conn, deadline):
+            with self._watcher.held_to(conn, deadline):
                 yield conn
-
-    def _watch(self) -> "_Watch":
-        if self._watcher is None or self._watcher.pid != os.getpid():
-            with self._lock:
-                if self._watcher is None or self._watcher.pid != os.getpid():
-                    self._watcher = _Watch()
-        return self._watcher
 
     @contextmanager
     def reading(self):
@@ -239,7 +234,7 @@ class PostgresStore(SQLStore):
         """Ready means able to append: the lock an INSERT into the inbox takes, had within PING_LOCK_WAIT. A
         `SELECT 1` answered while a migration's waiting ALTER TABLE, or a LOCK held by hand, made every
         webhook a 503."""
-        with self.transaction(deadline=time.monotonic() + CONNECT_SECONDS) as conn:
+        with self.transaction() as conn:
             conn.execute(f"SET LOCAL lock_timeout = '{int(PING_LOCK_WAIT * 1000)}ms'")
             conn.execute("LOCK TABLE inbox IN ROW EXCLUSIVE MODE")
 
@@ -284,7 +279,6 @@ class _Watch:
     duplicate, and acts once."""
 
     def __init__(self):
-        self.pid = os.getpid()
         self._held: dict[int, tuple[float, object]] = {}  # id(connection) -> (deadline, connection), one per hold
         self._busy = threading.Event()  # set while anything is held
         self._closed = False
